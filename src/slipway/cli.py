@@ -1,0 +1,454 @@
+"""The ``slipway`` command. Errors become exit codes here and nowhere else."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from slipway import errors
+from slipway.commands import governance as governance_commands
+from slipway.commands import importers as importer_commands
+from slipway.commands import monitoring as monitoring_commands
+from slipway.commands import packaging as packaging_commands
+from slipway.commands import readiness as readiness_commands
+from slipway.commands import rollout as rollout_commands
+from slipway.commands import validation as validation_commands
+from slipway.commands.common import console, err_console, key_values
+from slipway.commands.common import open_registry as _registry
+from slipway.commands.common import progress as _progress
+from slipway.commands.common import settings as _settings
+
+app = typer.Typer(
+    name="slipway",
+    help="Take trained models from prototype to production: register, deploy, serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(
+    help="Register and inspect models and their versions.", no_args_is_help=True
+)
+deployments_app = typer.Typer(help="Inspect deployments.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(deployments_app, name="deployments")
+app.add_typer(rollout_commands.app, name="rollout")
+app.add_typer(packaging_commands.app, name="package")
+app.add_typer(rollout_commands.rollback_app, name="rollback")
+app.add_typer(rollout_commands.experiment_app, name="experiment")
+app.add_typer(monitoring_commands.app, name="monitor")
+app.add_typer(monitoring_commands.alerts_app, name="alerts")
+app.add_typer(importer_commands.app, name="import")
+app.add_typer(governance_commands.users_app, name="users")
+app.add_typer(governance_commands.tokens_app, name="tokens")
+app.add_typer(governance_commands.approvals_app, name="approvals")
+app.add_typer(governance_commands.audit_app, name="audit")
+app.add_typer(validation_commands.app)  # validate, loadtest
+app.add_typer(readiness_commands.app, name="readiness")
+deployments_app.command("policy")(governance_commands.deployment_policy)
+
+
+# Exit codes, in one place. 1 = any other Slipway error.
+EXIT_CODES: list[tuple[type[errors.SlipwayError], int]] = [
+    (errors.NotFound, 3),
+    (errors.InvalidInput, 2),
+    (errors.VersionConflict, 4),
+    (errors.UntrustedArtifact, 5),
+    (errors.ArtifactCorrupt, 6),
+    (errors.ConversionMismatch, 7),
+    (errors.PackagingFailed, 11),
+    (errors.Unauthenticated, 8),
+    (errors.PermissionDenied, 8),
+    (errors.ApprovalRequired, 9),
+    (errors.PromotionBlocked, 9),
+    (errors.AuditChainBroken, 10),
+    (errors.ValidationFailed, 12),
+]
+
+
+def exit_code_for(exc: errors.SlipwayError) -> int:
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return 1
+
+
+@app.command()
+def init() -> None:
+    """Create the Slipway home (registry, artifact store) and the first admin; print its token."""
+    settings = _settings()
+    with _registry() as registry:
+        console.print(f"Slipway home ready at [bold]{settings.home}[/]")
+        console.print(f"registry: {settings.database_url}")
+        governance_commands.print_first_admin(registry.store)
+
+
+@models_app.command("register")
+def models_register(
+    model: Annotated[str, typer.Argument(help="Model name, e.g. churn")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Model file (ONNX, TorchScript, GGUF) or SavedModel directory", exists=True
+        ),
+    ],
+    description: Annotated[str, typer.Option(help="What this version is")] = "",
+    training_data: Annotated[
+        str | None, typer.Option(help="Reference to the training data")
+    ] = None,
+    training_data_sha256: Annotated[
+        str | None, typer.Option(help="sha256 of the training data")
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="Training rows (.npy or .csv, header row allowed) for the drift profile"),
+    ] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="name=value, repeatable")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Hyperparameter name=value, repeatable")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="name=value, repeatable")] = None,
+    trusted: Annotated[
+        bool,
+        typer.Option(
+            "--trusted",
+            help="Load a pickle/joblib scikit-learn file (runs code from the file; only for"
+            " sources you trust) and convert it to ONNX; needs --reference rows",
+        ),
+    ] = False,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="onnx, torchscript, savedmodel or gguf; detected from the file when left out."
+            " TorchScript reads its signature from the --reference rows",
+        ),
+    ] = None,
+) -> None:
+    """Register a model (ONNX, TorchScript, SavedModel, GGUF, or a trusted scikit-learn pickle)
+    as the next version of MODEL; see docs/formats.md."""
+    import numpy as np
+
+    from slipway.registry.names import check_name
+    from slipway.registry.records import VersionMeta
+
+    check_name("model", model)  # refuse a bad name before any work starts
+
+    metrics = {}
+    for key, value in key_values(metric, "--metric").items():
+        try:
+            metrics[key] = float(value)
+        except ValueError:
+            raise errors.InvalidInput(f"--metric {key} must be a number, got {value!r}") from None
+    meta = VersionMeta(
+        description=description,
+        training_data=training_data,
+        training_data_sha256=training_data_sha256,
+        hyperparameters=dict(key_values(param, "--param")),
+        metrics=metrics,
+        tags=key_values(tag, "--tag"),
+    )
+    rows = None
+    feature_names = None
+    if reference is not None:
+        rows, feature_names = _read_rows(reference)
+    from slipway.runtimes.trust import is_pickle_file
+
+    if is_pickle_file(path):
+        record = _register_pickle(model, path, meta, rows, feature_names, trusted=trusted)
+        console.print(f"registered [bold]{record.ref}[/] sha256:{record.digest[:12]}")
+        return
+    registry = _registry()
+    try:
+        from slipway.registry.registration import register_model
+
+        with _progress() as progress:
+            task = progress.add_task(f"storing, verifying and registering {path.name}", total=None)
+            record = register_model(
+                registry.store,
+                registry.artifacts,
+                model,
+                path,
+                format=format,
+                meta=meta,
+                reference=rows if rows is None else np.asarray(rows, dtype=np.float32),
+                feature_names=feature_names,
+            )
+            progress.update(task, total=1, completed=1)
+    finally:
+        registry.close()
+    console.print(f"registered [bold]{record.ref}[/] sha256:{record.digest[:12]}")
+
+
+def _register_pickle(
+    model: str,
+    path: Path,
+    meta: Any,
+    rows: Any,
+    feature_names: list[str] | None,
+    *,
+    trusted: bool,
+) -> Any:
+    from slipway.registry.registration import register_sklearn
+    from slipway.runtimes.trust import load_pickled_estimator
+
+    estimator = load_pickled_estimator(path, trusted=trusted)  # refuses before reading
+    if rows is None:
+        raise errors.InvalidInput(
+            "a pickled estimator needs --reference training rows to verify its ONNX conversion"
+        )
+    registry = _registry()
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"converting {path.name} to ONNX and verifying", total=None)
+            record = register_sklearn(
+                registry.store,
+                registry.artifacts,
+                model,
+                estimator,
+                rows,
+                meta=meta,
+                feature_names=feature_names,
+            )
+            progress.update(task, total=1, completed=1)
+    finally:
+        registry.close()
+    return record
+
+
+def _read_rows(path: Path) -> tuple[Any, list[str] | None]:
+    import numpy as np
+
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False), None
+    with path.open() as f:
+        first = f.readline().strip().split(",")
+    try:
+        [float(v) for v in first]
+        return np.loadtxt(path, delimiter=",", ndmin=2), None
+    except ValueError:
+        return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2), first
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List registered models."""
+    registry = _registry()
+    try:
+        models = registry.store.list_models()
+    finally:
+        registry.close()
+    table = Table("model", "latest version", "created", "description")
+    for m in models:
+        table.add_row(
+            m.name, str(m.latest_version or "-"), f"{m.created_at:%Y-%m-%d %H:%M}", m.description
+        )
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="MODEL or MODEL@VERSION")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Show a model's versions, or one version's full metadata."""
+    import msgspec
+
+    from slipway.registry.names import parse_ref
+
+    model, number = parse_ref(ref)
+    registry = _registry()
+    try:
+        if "@" in ref:
+            record = registry.store.get_version(model, number)
+            if as_json:
+                console.print_json(msgspec.json.encode(record).decode())
+                return
+            _print_version(record)
+            return
+        versions = registry.store.list_versions(model)
+    finally:
+        registry.close()
+    if as_json:
+        console.print_json(msgspec.json.encode(versions).decode())
+        return
+    table = Table("version", "format", "digest", "metrics", "created", "description")
+    for v in versions:
+        metrics = ", ".join(f"{k}={val:.4g}" for k, val in v.meta.metrics.items())
+        table.add_row(
+            str(v.number),
+            v.format,
+            v.digest[:12],
+            metrics,
+            f"{v.created_at:%Y-%m-%d %H:%M}",
+            v.meta.description,
+        )
+    console.print(table)
+
+
+def _print_version(record: Any) -> None:
+    table = Table(show_header=False, title=record.ref)
+    table.add_row("format", record.format)
+    table.add_row("digest", f"sha256:{record.digest}")
+    table.add_row("size", f"{record.size} bytes")
+    table.add_row("created", f"{record.created_at:%Y-%m-%d %H:%M:%S %Z}")
+    for spec in record.signature.inputs:
+        table.add_row("input", f"{spec.name} {spec.datatype} {spec.shape}")
+    for spec in record.signature.outputs:
+        table.add_row("output", f"{spec.name} {spec.datatype} {spec.shape}")
+    meta = record.meta
+    table.add_row("description", meta.description)
+    table.add_row(
+        "training data", f"{meta.training_data or '-'} sha256:{meta.training_data_sha256 or '-'}"
+    )
+    table.add_row("hyperparameters", json.dumps(meta.hyperparameters))
+    table.add_row("metrics", json.dumps(meta.metrics))
+    table.add_row("tags", json.dumps(meta.tags))
+    profile = record.profile
+    table.add_row(
+        "reference profile",
+        f"{profile.rows} rows, {len(profile.features)} features" if profile else "-",
+    )
+    console.print(table)
+
+
+@app.command()
+def deploy(
+    deployment: Annotated[str, typer.Argument(help="Deployment (endpoint) name")],
+    ref: Annotated[str, typer.Argument(help="MODEL or MODEL@VERSION (latest when no version)")],
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Rows per batch; 1 turns batching off")
+    ] = None,
+    max_batch_delay_ms: Annotated[
+        float | None, typer.Option(help="Wait for more rows under load")
+    ] = None,
+) -> None:
+    """Create DEPLOYMENT serving MODEL@VERSION, or point it at that version."""
+    from slipway.registry.names import parse_ref
+    from slipway.registry.records import BatchingConfig
+
+    settings = _settings()
+    model, number = parse_ref(ref)
+    registry = _registry()
+    try:
+        version = registry.store.get_version(model, number)
+        existing = {d.name: d for d in registry.store.list_deployments()}
+        batching = BatchingConfig(
+            max_batch_size=max_batch_size or settings.max_batch_size,
+            max_batch_delay_ms=(
+                settings.max_batch_delay_ms if max_batch_delay_ms is None else max_batch_delay_ms
+            ),
+            max_queue_rows=settings.max_queue_rows,
+        )
+        if deployment in existing:
+            if existing[deployment].model != model:
+                raise errors.InvalidInput(
+                    f"deployment {deployment!r} serves model {existing[deployment].model!r},"
+                    f" not {model!r}"
+                )
+            record = registry.store.set_deployment_version(deployment, version.number)
+            if max_batch_size is not None or max_batch_delay_ms is not None:
+                record = registry.store.update_deployment(deployment, batching=batching)
+        else:
+            record = registry.store.create_deployment(
+                deployment, model, version.number, batching=batching
+            )
+    finally:
+        registry.close()
+    console.print(
+        f"deployment [bold]{record.name}[/] → {record.model}@{record.version}"
+        + (f" (previous {record.previous_version} kept warm)" if record.previous_version else "")
+    )
+
+
+@deployments_app.command("list")
+def deployments_list() -> None:
+    """List deployments and the versions they serve."""
+    registry = _registry()
+    try:
+        deployments = registry.store.list_deployments()
+    finally:
+        registry.close()
+    table = Table("deployment", "model", "version", "previous", "batching", "updated")
+    for d in deployments:
+        table.add_row(
+            d.name,
+            d.model,
+            str(d.version),
+            str(d.previous_version or "-"),
+            f"{d.batching.max_batch_size} rows / {d.batching.max_batch_delay_ms:g} ms",
+            f"{d.updated_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000)")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="Serve a bundle from `slipway package` (runs its handler code)"),
+    ] = None,
+) -> None:
+    """Serve every deployment: V2 inference, /predict, /metrics and the management API."""
+    from slipway.server import run
+
+    settings = _settings(host=host, port=port)
+    if bundle is not None:
+        packaging_commands.serve_bundle(bundle, settings, log_level=log_level)
+        return
+    err_console.print(f"serving on http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
+    run(settings, log_level=log_level)
+
+
+@app.command()
+def predict(
+    deployment: Annotated[str, typer.Argument(help="Deployment name")],
+    instances: Annotated[str, typer.Argument(help='JSON rows, e.g. "[[1.0, 2.0]]", or @file.json')],
+    url: Annotated[str, typer.Option(help="Slipway server URL")] = "http://127.0.0.1:8000",
+) -> None:
+    """Send rows to a running server's /predict endpoint and print the answer."""
+    from slipway.client import Client
+
+    text = Path(instances[1:]).read_text() if instances.startswith("@") else instances
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise errors.InvalidInput(f"instances are not valid JSON: {exc}") from exc
+    if isinstance(rows, dict) and "instances" in rows:
+        rows = rows["instances"]
+    with Client(url, token=os.environ.get("SLIPWAY_TOKEN")) as client:
+        result = client.predict(deployment, rows)
+    console.print_json(json.dumps(result))
+
+
+@app.command()
+def demo(
+    once: Annotated[
+        bool, typer.Option("--once", help="Exit after the tour instead of serving")
+    ] = False,
+    port: Annotated[int, typer.Option(help="Port to serve on")] = 8000,
+) -> None:
+    """A guided tour: train two models, register, deploy, serve, and send real requests."""
+    from slipway.demo import run_demo
+
+    run_demo(_settings(port=port), once=once, console=console)
+
+
+def main() -> None:
+    """Console entry point: run the CLI, turning Slipway errors into a one-line reason."""
+    try:
+        app()
+    except errors.SlipwayError as exc:
+        err_console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        sys.exit(exit_code_for(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Prometheus metrics, drift statistics, live windows, alert rules, reports."""

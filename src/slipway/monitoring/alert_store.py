@@ -1,0 +1,108 @@
+"""Alert rules added through the API and alert events, in the registry database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import msgspec
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from slipway.errors import AlertRuleNotFound, InvalidInput
+from slipway.monitoring.alerts import AlertEvent, AlertRule, validate_rule
+from slipway.registry.db import WRITE_OPTION, AlertEventRow, AlertRuleRow
+from slipway.registry.store import SqlStore
+
+
+class AlertStore:
+    """Reads and writes alert rules and events through the registry's engine."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self._writer = store.engine.execution_options(**{WRITE_OPTION: True})
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self.store.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def _now(self) -> dt.datetime:
+        return self.store.clock().astimezone(dt.UTC)
+
+    # -- rules -----------------------------------------------------------------------------
+
+    def add_rule(self, rule: AlertRule, *, actor: str | None = None) -> AlertRule:
+        """Store a new rule; ``InvalidInput`` if the name is taken."""
+        validate_rule(rule)
+        with self._write() as session:
+            if session.get(AlertRuleRow, rule.name) is not None:
+                raise InvalidInput(f"alert rule {rule.name!r} already exists; delete it first")
+            session.add(
+                AlertRuleRow(
+                    name=rule.name,
+                    spec=msgspec.to_builtins(rule),
+                    created_at=self._now(),
+                    created_by=actor,
+                )
+            )
+        return rule
+
+    def list_rules(self) -> list[AlertRule]:
+        with self._read() as session:
+            rows = session.scalars(select(AlertRuleRow).order_by(AlertRuleRow.name))
+            return [msgspec.convert(row.spec, AlertRule) for row in rows]
+
+    def delete_rule(self, name: str) -> None:
+        with self._write() as session:
+            if session.execute(delete(AlertRuleRow).where(AlertRuleRow.name == name)).rowcount == 0:  # type: ignore[attr-defined]
+                raise AlertRuleNotFound(name)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def add_events(self, events: list[AlertEvent]) -> list[AlertEvent]:
+        """Store events in one transaction; returns them with their ids."""
+        out = []
+        with self._write() as session:
+            for event in events:
+                row = AlertEventRow(
+                    at=dt.datetime.fromtimestamp(event.at, dt.UTC),
+                    rule=event.rule,
+                    deployment=event.deployment,
+                    state=event.state,
+                    value=event.value,
+                    threshold=event.threshold,
+                    severity=event.severity,
+                    message=event.message,
+                )
+                session.add(row)
+                session.flush()
+                out.append(msgspec.structs.replace(event, id=row.id))
+        return out
+
+    def list_events(self, *, deployment: str | None = None, limit: int = 100) -> list[AlertEvent]:
+        """Newest first."""
+        query = select(AlertEventRow).order_by(AlertEventRow.id.desc()).limit(limit)
+        if deployment:
+            query = query.where(AlertEventRow.deployment == deployment)
+        with self._read() as session:
+            return [
+                AlertEvent(
+                    rule=row.rule,
+                    deployment=row.deployment,
+                    state=row.state,  # type: ignore[arg-type]
+                    value=row.value,
+                    threshold=row.threshold,
+                    severity=row.severity,
+                    at=row.at.timestamp(),
+                    message=row.message,
+                    id=row.id,
+                )
+                for row in session.scalars(query)
+            ]

@@ -1,0 +1,190 @@
+"""Capturing inputs and predictions off the request path, and drift over the live windows.
+
+The request path calls :meth:`LiveMonitor.offer` once per request: an append to a bounded
+queue (a full queue counts a drop and returns; it never blocks or fails the request). A
+background task calls :meth:`fold_pending` (in a thread: it is numpy work) to drain the queue
+into each version's :class:`~slipway.monitoring.windows.VersionWindow`, then :meth:`evaluate`
+to test the windows against the reference profiles and publish the drift gauges.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from slipway.monitoring import drift
+from slipway.monitoring.metrics import ServingMetrics
+from slipway.monitoring.windows import (
+    VersionWindow,
+    WindowKind,
+    feature_columns,
+    prediction_columns,
+)
+from slipway.registry.records import Profile, VersionRecord
+
+Key = tuple[str, int]  # (deployment, version)
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowConfig:
+    """Which live window drift is computed over (see ``windows.py``)."""
+
+    kind: WindowKind = "time"
+    size: float = 3600.0  # seconds for "time", rows for "rows"
+    slots: int = 12
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionDrift:
+    """The latest drift evaluation of one deployed version."""
+
+    deployment: str
+    model: str
+    version: int
+    rows: int
+    report: drift.DriftReport
+    evaluated_at: float
+    windows: dict[str, drift.Window]
+    prediction_windows: dict[str, drift.Window]
+    profile: Profile
+
+
+class LiveMonitor:
+    """Bounded capture queue → live windows per (deployment, version) → drift verdicts."""
+
+    def __init__(
+        self,
+        metrics: ServingMetrics | None = None,
+        *,
+        queue_size: int = 10000,
+        window: WindowConfig | None = None,
+        policy: drift.DriftPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.metrics = metrics
+        self.queue_size = queue_size
+        self.window = window or WindowConfig()
+        self.policy = policy or drift.DriftPolicy()
+        self.clock = clock
+        self.dropped = 0
+        self._drops_published = 0
+        self.rows_folded = 0
+        self.enabled = True
+        self._pending: collections.deque[tuple[str, VersionRecord, Any, Any, float]] = (
+            collections.deque()
+        )
+        self._windows: dict[Key, tuple[VersionRecord, VersionWindow]] = {}
+        self._lock = threading.Lock()
+        self.latest: dict[Key, VersionDrift] = {}
+        self._drop_counter = metrics.side_dropped.labels("drift_capture") if metrics else None
+
+    def offer(self, deployment: str, loaded: Any, inputs: Any, outputs: Any) -> None:
+        """Queue one request's inputs and outputs for the drift windows; never blocks."""
+        if not self.enabled:
+            return
+        if len(self._pending) >= self.queue_size:
+            self.dropped += 1  # published by fold_pending: a plain int here costs nothing
+            return
+        self._pending.append((deployment, loaded.record, inputs, outputs, self.clock()))
+
+    def fold_pending(self, limit: int | None = None) -> int:
+        """Move up to ``limit`` queued requests (all: None) into the windows, one
+        concatenation per version; returns how many were taken off the queue."""
+        if self._drop_counter is not None and self.dropped > self._drops_published:
+            self._drop_counter.inc(self.dropped - self._drops_published)
+            self._drops_published = self.dropped
+        groups: dict[Key, list[tuple[VersionRecord, Any, Any, float]]] = {}
+        taken = 0
+        while limit is None or taken < limit:
+            try:
+                deployment, record, inputs, outputs, at = self._pending.popleft()
+            except IndexError:
+                break
+            taken += 1
+            groups.setdefault((deployment, record.number), []).append((record, inputs, outputs, at))
+        with self._lock:
+            for key, items in groups.items():
+                record = items[0][0]
+                if record.profile is None or not record.profile.features:
+                    continue
+                entry = self._windows.get(key)
+                if entry is None or entry[0].digest != record.digest:
+                    entry = (record, self._new_window(record.profile))
+                    self._windows[key] = entry
+                self.rows_folded += self._fold(entry[1], record.profile, items)
+        return taken
+
+    def _new_window(self, profile: Profile) -> VersionWindow:
+        w = self.window
+        return VersionWindow(profile, kind=w.kind, size=w.size, slots=w.slots)
+
+    @staticmethod
+    def _fold(window: VersionWindow, profile: Profile, items: list[Any]) -> int:
+        names, outputs = items[0][1].keys(), items[0][2].keys()
+        same = [i for i in items if i[1].keys() == names and i[2].keys() == outputs]
+        inputs = {n: np.concatenate([i[1][n] for i in same]) for n in names}
+        preds = {n: np.concatenate([i[2][n] for i in same]) for n in outputs}
+        columns = feature_columns(profile, inputs)
+        if columns is None:
+            return 0
+        rows = len(columns[0]) if columns else 0
+        window.fold(columns, prediction_columns(preds), rows, same[-1][3])
+        return rows
+
+    def evaluate(self) -> dict[Key, VersionDrift]:
+        """Test every window against its reference profile; publish gauges; keep the results."""
+        now = self.clock()
+        results: dict[Key, VersionDrift] = {}
+        with self._lock:
+            snapshots = [
+                (key, record, *window.snapshot(now))
+                for key, (record, window) in self._windows.items()
+            ]
+        for (deployment, number), record, rows, features, predictions in snapshots:
+            assert record.profile is not None
+            report = drift.evaluate(record.profile, features, predictions, self.policy)
+            results[(deployment, number)] = VersionDrift(
+                deployment=deployment,
+                model=record.model,
+                version=number,
+                rows=rows,
+                report=report,
+                evaluated_at=now,
+                windows=features,
+                prediction_windows=predictions,
+                profile=record.profile,
+            )
+            self._publish(deployment, number, rows, report)
+        self.latest = results
+        return results
+
+    def forget(self, keep: set[Key]) -> None:
+        """Drop the windows of versions no longer deployed."""
+        with self._lock:
+            for key in list(self._windows):
+                if key not in keep:
+                    del self._windows[key]
+                    self.latest.pop(key, None)
+
+    def _publish(self, deployment: str, number: int, rows: int, report: drift.DriftReport) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        version = str(number)
+        m.drift_window_rows.labels(deployment, version).set(rows)
+        for f in report.features:
+            if f.verdict == "insufficient":
+                continue
+            labels = (deployment, version, f.name)
+            m.drift_score.labels(*labels).set(f.psi)
+            m.drift_p_value.labels(*labels).set(f.adjusted_p)
+            m.drift_detected.labels(*labels).set(1.0 if f.drifted else 0.0)
+        for f in report.predictions:
+            if f.verdict != "insufficient":
+                m.prediction_drift.labels(deployment, version, f.name).set(f.psi)

@@ -1,0 +1,206 @@
+"""Kubernetes manifests for a bundle's image: Deployment, Service, HorizontalPodAutoscaler and
+ConfigMap.
+
+Every replica reads the registry URL from a Secret (a shared PostgreSQL), so all of them
+reconcile to the same desired state; probes use the V2 health endpoints; the grace period on
+termination is longer than the server's drain time so in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from slipway.packaging.docker import HOME, USER_ID
+
+PRE_STOP_S = 5  # endpoints controllers need a moment to stop sending traffic after SIGTERM
+
+
+@dataclass(frozen=True)
+class KubernetesOptions:
+    """What the manifests ask of the cluster. ``image`` is what ``docker build`` was tagged."""
+
+    name: str
+    image: str
+    port: int = 8000
+    replicas: int = 2
+    min_replicas: int = 2
+    max_replicas: int = 10
+    target_cpu_percent: int = 70
+    cpu_request: str = "500m"
+    cpu_limit: str = "2"
+    memory_request: str = "512Mi"
+    memory_limit: str = "2Gi"
+    secret: str = ""  # defaults to "<name>-registry"
+    secret_key: str = "database-url"
+    startup_timeout_s: int = 300
+    drain_s: int = 15
+    environment: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def kubernetes_name(name: str) -> str:
+    """A Slipway name as a DNS-1123 label: lower case, ``_`` and ``.`` become ``-``."""
+    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].rstrip("-")
+    return label or "slipway"
+
+
+def termination_grace_s(options: KubernetesOptions) -> int:
+    """Longer than the pre-stop pause plus the server's drain, with a margin."""
+    return PRE_STOP_S + options.drain_s + 10
+
+
+def render_manifests(options: KubernetesOptions) -> dict[str, dict[str, Any]]:
+    """File name → manifest, for ``kubectl apply -f kubernetes/``."""
+    name = kubernetes_name(options.name)
+    secret = options.secret or f"{name}-registry"
+    labels = {
+        "app.kubernetes.io/name": "slipway",
+        "app.kubernetes.io/instance": name,
+        **options.labels,
+    }
+    selector = {"app.kubernetes.io/name": "slipway", "app.kubernetes.io/instance": name}
+    metadata = {"name": name, "labels": labels}
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-config", "labels": labels},
+        "data": {
+            "SLIPWAY_HOST": "0.0.0.0",
+            "SLIPWAY_PORT": str(options.port),
+            **options.environment,
+        },
+    }
+    probe_http = {"path": "/v2/health/ready", "port": "http"}
+    container = {
+        "name": "slipway",
+        "image": options.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["slipway", "serve", "--bundle", "/srv/bundle"],
+        "ports": [{"name": "http", "containerPort": options.port, "protocol": "TCP"}],
+        "envFrom": [{"configMapRef": {"name": f"{name}-config"}}],
+        "env": [
+            {
+                "name": "SLIPWAY_DATABASE_URL",
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": options.secret_key}},
+            }
+        ],
+        "resources": {
+            "requests": {"cpu": options.cpu_request, "memory": options.memory_request},
+            "limits": {"cpu": options.cpu_limit, "memory": options.memory_limit},
+        },
+        # Slow model loads get startup_timeout_s before liveness may restart the container.
+        "startupProbe": {
+            "httpGet": probe_http,
+            "periodSeconds": 5,
+            "failureThreshold": max(1, options.startup_timeout_s // 5),
+            "timeoutSeconds": 2,
+        },
+        "readinessProbe": {
+            "httpGet": probe_http,
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+            "timeoutSeconds": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            "timeoutSeconds": 2,
+        },
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_S)]}}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": USER_ID,
+            "runAsGroup": USER_ID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "home", "mountPath": HOME},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": options.replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(options.port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": termination_grace_s(options),
+                    "securityContext": {
+                        "fsGroup": USER_ID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "automountServiceAccountToken": False,
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "home", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    autoscaler = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata,
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": options.min_replicas,
+            "maxReplicas": options.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": options.target_cpu_percent,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+    return {
+        "configmap.yaml": config,
+        "deployment.yaml": deployment,
+        "service.yaml": service,
+        "hpa.yaml": autoscaler,
+    }
+
+
+def dump_manifest(manifest: dict[str, Any]) -> str:
+    """One manifest as YAML, keys in the order written above."""
+    return yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False)

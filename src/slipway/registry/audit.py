@@ -1,0 +1,194 @@
+"""The write side of the audit chain: append records, each linked to the one before it.
+
+Every record carries a sequence number and ``hash = sha256(prev_hash || canonical record)``,
+where the canonical record is the compact, key-sorted JSON of its fields (``canonical_record``).
+Appends run inside the caller's transaction, so a control-plane change and its audit record
+commit together or not at all; the chain head is taken under a lock (PostgreSQL: an advisory
+transaction lock; SQLite: the write transaction itself), so writers on many machines extend one
+chain without forks. Reading, verifying, querying and purging live in
+:mod:`slipway.governance.audit`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import Table, insert, select
+from sqlalchemy.orm import Session
+
+from slipway.registry.db import AuditPurgeRow, AuditRecordRow, EventRow
+
+GENESIS = "0" * 64
+_AUDIT_TABLE = cast(Table, AuditRecordRow.__table__)
+_COLUMNS = (
+    "seq", "at", "kind", "action", "actor", "subject", "deployment", "request_id", "data",
+    "prev_hash", "hash",
+)  # fmt: skip
+_SQLITE_INSERT = (
+    f"INSERT INTO audit_records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for SQLite DATETIME
+# Any constant works; it only has to differ from the migration lock's key.
+_PG_AUDIT_LOCK_KEY = 0x5_11_94_A8
+
+
+class AuditEntry(msgspec.Struct, frozen=True):
+    """A record to append; ``data`` is already canonical JSON text (see ``canonical_json``)."""
+
+    at: dt.datetime
+    kind: str  # "control" | "prediction"
+    action: str  # "deployment.created", "token.issued", "predict", ...
+    subject: str
+    actor: str | None = None
+    deployment: str | None = None
+    request_id: str | None = None
+    data: str = "{}"
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys: the same value always gives the same text."""
+    return msgspec.json.encode(value, order="sorted").decode()
+
+
+def canonical_record(seq: int, entry: AuditEntry) -> bytes:
+    """The bytes that are hashed for record ``seq``."""
+    at = entry.at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    return msgspec.json.encode(
+        [
+            seq,
+            at,
+            entry.kind,
+            entry.action,
+            entry.actor,
+            entry.subject,
+            entry.deployment,
+            entry.request_id,
+            entry.data,
+        ]
+    )
+
+
+def chain_hash(prev_hash: str, seq: int, entry: AuditEntry) -> str:
+    """``sha256(prev_hash || canonical record)`` as lowercase hex."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_record(seq, entry)).hexdigest()
+
+
+def head(session: Session) -> tuple[int, str]:
+    """``(seq, hash)`` of the newest record; after a purge of everything, the purge's anchor;
+    ``(0, GENESIS)`` for an empty log."""
+    row = session.execute(
+        select(AuditRecordRow.seq, AuditRecordRow.hash).order_by(AuditRecordRow.seq.desc()).limit(1)
+    ).one_or_none()
+    if row is not None:
+        return int(row[0]), str(row[1])
+    purge = session.execute(
+        select(AuditPurgeRow.through_seq, AuditPurgeRow.anchor_hash)
+        .order_by(AuditPurgeRow.through_seq.desc())
+        .limit(1)
+    ).one_or_none()
+    return (int(purge[0]), str(purge[1])) if purge is not None else (0, GENESIS)
+
+
+def lock_head(session: Session) -> tuple[int, str]:
+    """Take the chain lock for the rest of the transaction and return the head."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_AUDIT_LOCK_KEY})")
+    return head(session)
+
+
+def _linked(seq: int, prev: str, entries: Sequence[AuditEntry]) -> list[tuple[int, str, str]]:
+    """``(seq, prev_hash, hash)`` of each of ``entries`` linked after record ``seq`` with hash
+    ``prev``: :func:`chain_hash` with the previous digest kept as bytes between records."""
+    out = []
+    prev_bytes = bytes.fromhex(prev)
+    for entry in entries:
+        seq += 1
+        digest = hashlib.sha256(prev_bytes + canonical_record(seq, entry)).digest()
+        hex_digest = digest.hex()
+        out.append((seq, prev, hex_digest))
+        prev, prev_bytes = hex_digest, digest
+    return out
+
+
+def chain(seq: int, prev: str, entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
+    """The ``audit_records`` rows of ``entries`` linked after record ``seq`` with hash ``prev``."""
+    return [
+        {**msgspec.structs.asdict(entry), "seq": number, "prev_hash": before, "hash": digest}
+        for entry, (number, before, digest) in zip(
+            entries, _linked(seq, prev, entries), strict=True
+        )
+    ]
+
+
+def append(session: Session, entries: Sequence[AuditEntry]) -> int:
+    """Append ``entries`` to the chain in the caller's transaction; return the last seq.
+
+    Take this last in a transaction: it holds the chain lock until commit.
+    """
+    seq, prev = lock_head(session)
+    if not entries:
+        return seq
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        # Prediction records are appended by the thousand: SQLAlchemy's per-row parameter
+        # processing cost about as much as the insert itself, so SQLite gets the rows as plain
+        # tuples, timestamps in the text form SQLAlchemy's SQLite DATETIME reads back.
+        connection.exec_driver_sql(
+            _SQLITE_INSERT,
+            [
+                (
+                    number,
+                    e.at.astimezone(dt.UTC).strftime(_SQLITE_DATETIME),
+                    e.kind,
+                    e.action,
+                    e.actor,
+                    e.subject,
+                    e.deployment,
+                    e.request_id,
+                    e.data,
+                    before,
+                    digest,
+                )  # fmt: skip
+                for e, (number, before, digest) in zip(
+                    entries, _linked(seq, prev, entries), strict=True
+                )
+            ],
+        )
+    else:
+        # Core executemany: no ORM bookkeeping
+        connection.execute(insert(_AUDIT_TABLE), chain(seq, prev, entries))
+    return seq + len(entries)
+
+
+def control_entry(
+    at: dt.datetime, kind: str, subject: str, actor: str | None, data: Any
+) -> AuditEntry:
+    """The audit record of a control-plane event (``subject`` like ``deployment:churn-prod``)."""
+    deployment = subject.removeprefix("deployment:") if subject.startswith("deployment:") else None
+    return AuditEntry(
+        at=at,
+        kind="control",
+        action=kind,
+        subject=subject,
+        actor=actor,
+        deployment=deployment,
+        data=canonical_json(data),
+    )
+
+
+def record_event(
+    session: Session,
+    *,
+    at: dt.datetime,
+    kind: str,
+    subject: str,
+    actor: str | None,
+    data: dict[str, Any],
+) -> None:
+    """A control-plane change: an ``events`` row and its audit record, in one transaction."""
+    session.add(EventRow(at=at, kind=kind, subject=subject, actor=actor, data=data))
+    append(session, [control_entry(at, kind, subject, actor, data)])

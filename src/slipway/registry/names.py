@@ -1,0 +1,46 @@
+"""Names of models and deployments, and ``model@version`` references.
+
+Names end up in URLs, file names, Kubernetes objects and log lines, so they are kept to a small,
+boring alphabet: 1-64 characters from ``A-Z a-z 0-9 . _ -``, starting with a letter or digit, and
+never containing ``..``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from slipway.errors import InvalidInput, InvalidName
+
+# fullmatch, not match with "$": "$" also matches before a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
+MAX_VERSION = 2**31 - 1  # versions.number is a 32-bit integer column
+
+
+def check_name(kind: str, name: str) -> str:
+    """Return ``name`` unchanged if it is a valid ``kind`` name ("model", "deployment"), else raise
+    :class:`~slipway.errors.InvalidName`."""
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None or ".." in name:
+        raise InvalidName(kind, name if isinstance(name, str) else repr(name))
+    return name
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """Split ``"churn@3"`` into ``("churn", 3)``; ``"churn"`` and ``"churn@latest"`` give
+    ``("churn", None)``, meaning the latest version.
+
+    Raises :class:`~slipway.errors.InvalidName` for a bad model name and
+    :class:`~slipway.errors.InvalidInput` for anything else that is not a reference.
+    """
+    if not isinstance(ref, str):
+        raise InvalidInput(f"model reference must be a string like 'churn@3', got {ref!r}")
+    model, sep, version = ref.partition("@")
+    check_name("model", model)
+    if not sep or version == "latest":
+        return model, None
+    if _NUMBER.fullmatch(version) is None or int(version) > MAX_VERSION:
+        raise InvalidInput(
+            f"invalid model reference {ref!r}: write MODEL, MODEL@latest or MODEL@N"
+            " with N a version number from 1"
+        )
+    return model, int(version)

@@ -1,0 +1,254 @@
+"""Registering a version: store the artifact, read its signature, record metadata and profile.
+
+One path for every source: an ONNX file or bytes, or a scikit-learn estimator that is first
+converted to ONNX and checked against its own predictions (see ``runtimes/sklearn.py``).
+The artifact is written before the registry row, so a crash in between leaves at worst an
+unreferenced blob, never a version without its artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from slipway.errors import UnsupportedFormat
+from slipway.registry.artifacts import ArtifactStore
+from slipway.registry.profile import build_profile
+from slipway.registry.records import Profile, VersionMeta, VersionRecord
+from slipway.registry.store import SqlStore
+from slipway.runtimes.trust import is_pickle_file
+
+
+def _onnx_signature_and_runtime(path: Path) -> Any:
+    from slipway.runtimes.onnx import OnnxRuntime
+
+    return OnnxRuntime.load(path)
+
+
+def register_onnx(
+    store: SqlStore,
+    artifacts: ArtifactStore,
+    model: str,
+    source: Path | bytes,
+    *,
+    meta: VersionMeta | None = None,
+    reference: np.ndarray | dict[str, np.ndarray] | None = None,
+    feature_names: list[str] | None = None,
+    actor: str | None = None,
+) -> VersionRecord:
+    """Register an ONNX model. ``reference`` (training rows) builds the drift reference profile."""
+    from slipway.registry.names import check_name
+
+    check_name("model", model)
+    if isinstance(source, Path):
+        if is_pickle_file(source):
+            raise UnsupportedFormat(
+                f"{source.name} is a pickle file, not ONNX; register the estimator from Python"
+                " with slipway.register_sklearn(...) so it is converted to ONNX"
+            )
+        digest, size = artifacts.put_file(source)
+    else:
+        digest, size = artifacts.put_bytes(source)
+    # Load from the store's copy: what we validate is exactly what will be served.
+    runtime = _onnx_signature_and_runtime(artifacts.verified_path(digest))
+    try:
+        signature = runtime.signature
+        profile = None
+        if reference is not None:
+            profile = _profile(runtime, reference, feature_names)
+    finally:
+        runtime.unload()
+    return store.register_version(
+        model,
+        format="onnx",
+        digest=digest,
+        size=size,
+        signature=signature,
+        meta=meta or VersionMeta(),
+        profile=profile,
+        actor=actor,
+    )
+
+
+def _profile(
+    runtime: Any, reference: np.ndarray | dict[str, np.ndarray], feature_names: list[str] | None
+) -> Profile:
+    if isinstance(reference, dict):
+        inputs = reference
+        features: np.ndarray | dict[str, np.ndarray] = reference
+    else:
+        inputs = {runtime.signature.inputs[0].name: reference}
+        features = reference
+    outputs = runtime.predict(inputs)
+    predictions = {
+        name: value
+        for name, value in outputs.items()
+        if value.ndim == 1 or (value.ndim == 2 and value.shape[1] <= 32)
+    }
+    flat = {}
+    for name, value in predictions.items():
+        if value.ndim == 1:
+            flat[name] = value
+        else:
+            for i in range(value.shape[1]):
+                flat[f"{name}[{i}]"] = value[:, i]
+    return build_profile(features, feature_names=feature_names, predictions=flat)
+
+
+def register_sklearn(
+    store: SqlStore,
+    artifacts: ArtifactStore,
+    model: str,
+    estimator: Any,
+    training_data: np.ndarray,
+    *,
+    meta: VersionMeta | None = None,
+    feature_names: list[str] | None = None,
+    actor: str | None = None,
+) -> VersionRecord:
+    """Convert a fitted scikit-learn estimator to ONNX, verify it, and register it.
+
+    XGBoost and LightGBM scikit-learn wrappers are converted with onnxmltools instead
+    (``runtimes/boosting.py``) and verified the same way.
+
+    Hyperparameters come from the estimator, the training-data hash from ``training_data``,
+    and the reference profile from the training rows and the model's outputs on them.
+    """
+    from slipway.runtimes.boosting import boosting_framework, convert_boosting, describe_boosting
+    from slipway.runtimes.sklearn import convert_sklearn, describe_estimator
+
+    data = np.asarray(training_data, dtype=np.float32)
+    # XGBoost and LightGBM wrappers go through onnxmltools, the rest through skl2onnx.
+    framework = boosting_framework(estimator)
+    if framework is None:
+        onnx_bytes = convert_sklearn(estimator, data)
+        hyperparameters = describe_estimator
+    else:
+        onnx_bytes = convert_boosting(estimator, data)
+        hyperparameters = describe_boosting
+    meta = meta or VersionMeta()
+    updates: dict[str, Any] = {}
+    if not meta.hyperparameters:
+        updates["hyperparameters"] = hyperparameters(estimator)
+    if meta.training_data_sha256 is None:
+        updates["training_data_sha256"] = hashlib.sha256(
+            np.ascontiguousarray(data).tobytes()
+        ).hexdigest()
+    if not meta.tags.get("framework"):
+        updates["tags"] = {
+            **meta.tags,
+            "framework": f"{framework or 'sklearn'}:{type(estimator).__name__}",
+        }
+    meta = msgspec.structs.replace(meta, **updates)
+    return register_onnx(
+        store,
+        artifacts,
+        model,
+        onnx_bytes,
+        meta=meta,
+        reference=data,
+        feature_names=feature_names,
+        actor=actor,
+    )
+
+
+def register_model(
+    store: SqlStore,
+    artifacts: ArtifactStore,
+    model: str,
+    source: Path,
+    *,
+    format: str | None = None,
+    sample: np.ndarray | dict[str, np.ndarray] | None = None,
+    meta: VersionMeta | None = None,
+    reference: np.ndarray | dict[str, np.ndarray] | None = None,
+    feature_names: list[str] | None = None,
+    actor: str | None = None,
+) -> VersionRecord:
+    """Register a model file or directory of any format (detected when ``format`` is None).
+
+    ONNX goes through :func:`register_onnx`. For the other formats the runtime's package must
+    be installed (else ``MissingExtra`` with the install command, before anything is stored);
+    the artifact is stored (a SavedModel directory packed into one archive), loaded back from
+    the store, and its signature read: from the ``serving_default`` signature (SavedModel),
+    fixed prompt → text (GGUF), or by running ``sample`` rows (TorchScript, which records
+    no shapes; ``reference`` serves as the sample when none is given).
+    """
+    from slipway.registry.names import check_name
+    from slipway.runtimes.base import FORMATS, load_runtime
+    from slipway.runtimes.detect import detect_format
+    from slipway.runtimes.extras import import_extra
+
+    check_name("model", model)
+    source = Path(source)
+    format = format or detect_format(source)
+    if format not in FORMATS:
+        raise UnsupportedFormat(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
+    if format == "onnx":
+        return register_onnx(
+            store,
+            artifacts,
+            model,
+            source,
+            meta=meta,
+            reference=reference,
+            feature_names=feature_names,
+            actor=actor,
+        )
+    framework = import_extra(format)  # refuse before storing anything
+    example = sample if sample is not None else reference
+    if format == "torchscript" and example is None:
+        from slipway.errors import InvalidInput
+
+        raise InvalidInput(
+            "a TorchScript file records no input shapes or dtypes; give sample rows"
+            " (--reference on the command line) so Slipway can read its signature"
+        )
+    digest, size = _put_model(artifacts, format, source)
+    runtime = load_runtime(format, artifacts.verified_path(digest))
+    try:
+        if format == "torchscript" and example is not None:
+            from slipway.runtimes.torchscript import describe
+
+            runtime.signature = describe(runtime, example)  # type: ignore[arg-type]
+        signature = runtime.signature
+        profile = None
+        if reference is not None and format != "gguf":
+            profile = _profile(runtime, reference, feature_names)
+    finally:
+        runtime.unload()
+    meta = meta or VersionMeta()
+    if not meta.tags.get("framework"):
+        version = getattr(framework, "__version__", "unknown")
+        meta = msgspec.structs.replace(
+            meta, tags={**meta.tags, "framework": f"{framework.__name__}:{version}"}
+        )
+    return store.register_version(
+        model,
+        format=format,
+        digest=digest,
+        size=size,
+        signature=signature,
+        meta=meta,
+        profile=profile,
+        actor=actor,
+    )
+
+
+def _put_model(artifacts: ArtifactStore, format: str, source: Path) -> tuple[str, int]:
+    if format != "savedmodel":
+        if source.is_dir():
+            raise UnsupportedFormat(f"{source} is a directory; a {format} model is one file")
+        return artifacts.put_file(source)
+    import tempfile
+
+    from slipway.runtimes.savedmodel import pack
+
+    with tempfile.TemporaryDirectory(prefix="slipway-pack-") as tmp:
+        archive = Path(tmp) / "savedmodel.tar"
+        pack(source, archive)
+        return artifacts.put_file(archive)

@@ -1,0 +1,1 @@
+"""Traffic policies, the router, analysis gates and the rollout controller."""

@@ -1,0 +1,258 @@
+"""Shadow traffic: mirror requests to a shadow version off the request path and compare.
+
+:class:`ShadowMirror` takes a copy of a served request with :meth:`~ShadowMirror.offer` (never
+blocks: a full queue counts a drop) and a few worker tasks run it on the shadow version with a
+timeout. The caller's answer was already sent; nothing the shadow does reaches it.
+:func:`compare_outputs` and :class:`ShadowStats` are the pairwise comparison: class agreement,
+score differences, latency and error deltas, per segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from slipway.rollout.analysis import LATENCY_EDGES_S, latency_bucket, quantile_from_buckets
+
+log = logging.getLogger("slipway.rollout")
+
+Outputs = dict[str, np.ndarray]
+ShadowInfer = Callable[[str, int, Outputs], Awaitable[Outputs]]
+
+MAX_SEGMENTS = 50
+MAX_DIFFS = 2000
+
+
+def _buckets() -> list[int]:
+    return [0] * (len(LATENCY_EDGES_S) + 1)
+
+
+class ShadowStats(msgspec.Struct):
+    """Comparison of shadow against primary over a window (mergeable across replicas)."""
+
+    mirrored: int = 0
+    dropped: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    rows: int = 0
+    class_rows: int = 0
+    agree: int = 0
+    diffs: list[float] = []
+    primary_latency: list[int] = msgspec.field(default_factory=_buckets)
+    shadow_latency: list[int] = msgspec.field(default_factory=_buckets)
+    segments: dict[str, list[int]] = {}  # segment → [class_rows, agree]
+
+    def merge(self, other: ShadowStats) -> None:
+        for name in ("mirrored", "dropped", "errors", "timeouts", "rows", "class_rows", "agree"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.diffs = [*self.diffs, *other.diffs][: MAX_DIFFS * 10]
+        for mine, theirs in (
+            (self.primary_latency, other.primary_latency),
+            (self.shadow_latency, other.shadow_latency),
+        ):
+            for i, count in enumerate(theirs[: len(mine)]):
+                mine[i] += count
+        for segment, (rows, agree) in other.segments.items():
+            have = self.segments.setdefault(segment, [0, 0])
+            have[0] += rows
+            have[1] += agree
+
+
+def compare_outputs(primary: Outputs, shadow: Outputs) -> tuple[int, int, list[float]]:
+    """``(class rows compared, rows that agree, absolute score differences)`` of two answers to
+    the same rows. Integer and string outputs are classes; float outputs are scores."""
+    class_rows = agree = 0
+    diffs: list[float] = []
+    for name, ours in primary.items():
+        theirs = shadow.get(name)
+        if theirs is None or theirs.shape != ours.shape:
+            continue
+        if ours.dtype.kind in "iubUSO":
+            same = ours == theirs
+            if same.ndim > 1:
+                same = same.reshape(same.shape[0], -1).all(axis=1)
+            class_rows += int(same.shape[0])
+            agree += int(np.count_nonzero(same))
+        elif ours.dtype.kind == "f":
+            delta = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
+            diffs.extend(float(v) for v in delta.reshape(delta.shape[0], -1).max(axis=1))
+    return class_rows, agree, diffs
+
+
+class ShadowReport(msgspec.Struct, frozen=True):
+    """What the comparison says, for people and for a promotion gate."""
+
+    mirrored: int
+    dropped: int
+    shadow_errors: int
+    shadow_timeouts: int
+    error_rate: float
+    agreement: float | None
+    diff_mean: float | None
+    diff_p50: float | None
+    diff_p99: float | None
+    diff_max: float | None
+    primary_p99_ms: float | None
+    shadow_p99_ms: float | None
+    segments: dict[str, float]
+
+
+def report(stats: ShadowStats) -> ShadowReport:
+    """Summarize a (merged) :class:`ShadowStats`."""
+    diffs = np.asarray(stats.diffs, dtype=np.float64)
+    finished = stats.mirrored - stats.dropped
+    p_primary = quantile_from_buckets(stats.primary_latency, 0.99)
+    p_shadow = quantile_from_buckets(stats.shadow_latency, 0.99)
+    return ShadowReport(
+        mirrored=stats.mirrored,
+        dropped=stats.dropped,
+        shadow_errors=stats.errors,
+        shadow_timeouts=stats.timeouts,
+        error_rate=(stats.errors + stats.timeouts) / finished if finished > 0 else 0.0,
+        agreement=stats.agree / stats.class_rows if stats.class_rows else None,
+        diff_mean=float(diffs.mean()) if diffs.size else None,
+        diff_p50=float(np.quantile(diffs, 0.5)) if diffs.size else None,
+        diff_p99=float(np.quantile(diffs, 0.99)) if diffs.size else None,
+        diff_max=float(diffs.max()) if diffs.size else None,
+        primary_p99_ms=None if p_primary is None else p_primary * 1000,
+        shadow_p99_ms=None if p_shadow is None else p_shadow * 1000,
+        segments={s: agree / rows for s, (rows, agree) in stats.segments.items() if rows},
+    )
+
+
+class _Job(msgspec.Struct):
+    deployment: str
+    rollout_id: int
+    version: int
+    inputs: Outputs
+    outputs: Outputs
+    primary_latency_s: float
+    segment: str | None
+    trace: Any = None  # the request's trace, when tracing is on
+
+
+class ShadowMirror:
+    """A bounded queue of mirrored requests and the workers that run them on the shadow.
+
+    ``infer(deployment, version, inputs)`` runs the shadow version (the serving layer passes
+    it in); ``stats_for(rollout_id, version)`` returns the stats object to update.
+    """
+
+    def __init__(
+        self,
+        infer: ShadowInfer,
+        stats_for: Callable[[int, int], ShadowStats],
+        *,
+        max_queue: int = 1000,
+        workers: int = 4,
+        timeout_s: float = 2.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._infer = infer
+        self._stats_for = stats_for
+        self.max_queue = max_queue
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.rng = rng or random.Random()
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dropped = 0  # all-time, for metrics
+        # Called as traced(trace, started_ns, error) after a traced job (the serving layer's
+        # tracing adds a ``shadow`` span to the request's trace).
+        self.traced: Callable[[Any, int, str | None], None] | None = None
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue(self.max_queue)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._work()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def offer(
+        self,
+        deployment: str,
+        rollout_id: int,
+        version: int,
+        fraction: float,
+        inputs: Outputs,
+        outputs: Outputs,
+        primary_latency_s: float,
+        segment: str | None = None,
+        trace: Any = None,
+    ) -> None:
+        """Mirror this request with probability ``fraction``; never blocks, never raises."""
+        if self._queue is None or (fraction < 1.0 and self.rng.random() >= fraction):
+            return
+        stats = self._stats_for(rollout_id, version)
+        stats.mirrored += 1
+        try:
+            self._queue.put_nowait(
+                _Job(
+                    deployment,
+                    rollout_id,
+                    version,
+                    inputs,
+                    outputs,
+                    primary_latency_s,
+                    segment,
+                    trace,
+                )  # fmt: skip
+            )
+        except asyncio.QueueFull:
+            stats.dropped += 1
+            self.dropped += 1
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            job = await self._queue.get()
+            started = time.perf_counter()
+            started_ns = time.time_ns()
+            try:
+                answer = await asyncio.wait_for(
+                    self._infer(job.deployment, job.version, job.inputs), self.timeout_s
+                )
+            except TimeoutError:
+                self._stats_for(job.rollout_id, job.version).timeouts += 1
+                self._trace(job, started_ns, "timeout")
+                continue
+            except Exception as exc:  # a broken shadow is evidence, not a failure of the server
+                self._stats_for(job.rollout_id, job.version).errors += 1
+                self._trace(job, started_ns, f"{type(exc).__name__}: {exc}")
+                continue
+            self._trace(job, started_ns, None)
+            # Fetched after the wait: the collector may have drained into a new window meanwhile.
+            stats = self._stats_for(job.rollout_id, job.version)
+            stats.shadow_latency[latency_bucket(time.perf_counter() - started)] += 1
+            stats.primary_latency[latency_bucket(job.primary_latency_s)] += 1
+            class_rows, agree, diffs = compare_outputs(job.outputs, answer)
+            stats.rows += next(iter(job.outputs.values())).shape[0] if job.outputs else 0
+            stats.class_rows += class_rows
+            stats.agree += agree
+            if len(stats.diffs) < MAX_DIFFS:
+                stats.diffs.extend(diffs[: MAX_DIFFS - len(stats.diffs)])
+            if job.segment is not None and (
+                job.segment in stats.segments or len(stats.segments) < MAX_SEGMENTS
+            ):
+                have = stats.segments.setdefault(job.segment, [0, 0])
+                have[0] += class_rows
+                have[1] += agree
+
+    def _trace(self, job: _Job, started_ns: int, error: str | None) -> None:
+        if job.trace is not None and self.traced is not None:
+            with contextlib.suppress(Exception):  # tracing must never stop the shadow workers
+                self.traced(job.trace, started_ns, error)

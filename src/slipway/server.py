@@ -1,0 +1,182 @@
+"""Running the ASGI app under uvicorn, in the foreground or in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import weakref
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from slipway import web
+from slipway.errors import SlipwayError
+from slipway.serving.app import SlipwayApp
+from slipway.settings import Settings
+
+
+class HeadTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on each request's head (request line and
+    headers): a client that has not sent the whole head within ``head_timeout_s`` of
+    connecting, or of starting the request, is disconnected. Without it, slowloris clients
+    that trickle header lines hold a connection and a file descriptor each for ever; uvicorn
+    only times out idle connections between requests.
+
+    A request only stamps when its head began; one sweep per second (per subclass, that is per
+    server) closes the connections past the deadline: a timer per request cost more than the
+    rest of the protocol's work on it.
+    """
+
+    head_timeout_s = 10.0
+    _open: weakref.WeakSet[HeadTimeoutProtocol]
+    _sweeping = False
+    _head_since: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._head_since = self.loop.time()
+        kind = type(self)
+        kind._open.add(self)
+        if not kind._sweeping:
+            kind._sweeping = True
+            self.loop.call_later(kind._interval(), kind._sweep, self.loop)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_since = self.loop.time()
+
+    def on_headers_complete(self) -> None:
+        self._head_since = None
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        type(self)._open.discard(self)
+        super().connection_lost(exc)
+
+    @classmethod
+    def _interval(cls) -> float:
+        return min(1.0, max(0.05, cls.head_timeout_s / 4))
+
+    @classmethod
+    def _sweep(cls, loop: asyncio.AbstractEventLoop) -> None:
+        deadline = loop.time() - cls.head_timeout_s
+        for protocol in list(cls._open):
+            since = protocol._head_since
+            if since is not None and since <= deadline and not protocol.transport.is_closing():
+                protocol.transport.close()
+        if cls._open:
+            loop.call_later(cls._interval(), cls._sweep, loop)
+        else:
+            cls._sweeping = False
+
+
+def _config(app: SlipwayApp, settings: Settings, log_level: str) -> uvicorn.Config:
+    protocol = type(
+        "HeadTimeoutProtocol",
+        (HeadTimeoutProtocol,),
+        {"head_timeout_s": settings.head_timeout_s, "_open": weakref.WeakSet()},
+    )
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http=protocol,
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        # No X-Forwarded-* rewriting: nothing here reads the client address, and the
+        # middleware cost a few µs a request.
+        proxy_headers=False,
+        timeout_graceful_shutdown=settings.drain_s,
+    )
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def check_auth_for_host(settings: Settings) -> None:
+    """Refuse to serve without authentication anywhere but on the loopback interface."""
+    if not settings.auth and settings.host not in _LOOPBACK:
+        raise SlipwayError(
+            f"refusing to listen on {settings.host} with authentication off (SLIPWAY_AUTH=0):"
+            " anyone who can reach it could change the registry. Turn authentication on, or"
+            " bind to 127.0.0.1"
+        )
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise SlipwayError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port"
+            ) from None
+
+
+def run(settings: Settings, *, log_level: str = "info", app: SlipwayApp | None = None) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM (``app``: one built by the caller)."""
+    check_auth_for_host(settings)
+    check_port_free(settings.host, settings.port)
+    app = web.mount(app or SlipwayApp(settings))
+    app.freeze_gc = True  # this process is the server's alone
+    uvicorn.Server(_config(app, settings, log_level)).run()
+
+
+class BackgroundServer:
+    """A real server on a thread, for the demo, notebooks and tests.
+
+    ``port=0`` in the settings picks a free port; ``url`` tells which.
+    """
+
+    def __init__(
+        self, settings: Settings, *, app: SlipwayApp | None = None, log_level: str = "warning"
+    ) -> None:
+        check_auth_for_host(settings)
+        self.app = web.mount(app or SlipwayApp(settings))
+        self.settings = settings
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
+        # listening socket says it is TCP, and without it Nagle's algorithm plus the client's
+        # delayed ACK hold every response's second write back by ~40 ms.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._sock.bind((settings.host, settings.port))
+        except OSError as exc:
+            raise SlipwayError(
+                f"cannot listen on {settings.host}:{settings.port} ({exc.strerror});"
+                " choose another with --port"
+            ) from None
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://{settings.host}:{self.port}"
+        self.server = uvicorn.Server(_config(self.app, settings, log_level))
+        self._thread = threading.Thread(target=self._run, name="slipway-server", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self._sock]))
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise SlipwayError("the server failed to start; see the log above")
+            if time.monotonic() > deadline:
+                raise SlipwayError(f"the server did not start within {timeout:g}s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=30)
+        self._sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

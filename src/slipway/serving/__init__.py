@@ -1,0 +1,1 @@
+"""The ASGI app: inference protocol codecs, health, adaptive batching, management API."""

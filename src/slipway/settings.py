@@ -1,0 +1,107 @@
+"""One frozen settings object, built at the edge (CLI, server start) and passed in."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+_PARSERS = {"int": int, "float": float, "str": str}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Where Slipway keeps its state and the server's limits.
+
+    Built from the environment with :meth:`from_env`; tests build it directly.
+    """
+
+    home: Path
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_rows: int = 4096
+    request_timeout_s: float = 10.0
+    head_timeout_s: float = 10.0  # a client must send a request's line and headers within this
+    max_queue_rows: int = 8192
+    max_batch_size: int = 32
+    max_batch_delay_ms: float = 2.0
+    # A batch whose estimated cost (measured seconds per row × rows) is within this runs on the
+    # event loop instead of the inference thread, for runtimes that allow it; 0: never.
+    inline_batch_max_ms: float = 0.5
+    onnx_threads: int = 1
+    # Model formats (docs/formats.md): ONNX device ("cpu", "gpu", "auto"; a missing GPU provider
+    # falls back to CPU with a log line) and the bounds on text generation (GGUF).
+    device: str = "cpu"
+    max_tokens: int = 64
+    generation_timeout_s: float = 30.0
+    context_tokens: int = 512
+    reconcile_interval_s: float = 2.0
+    # Rollouts: evidence flush, controller period and lease, shadow queue (see docs/rollouts.md).
+    evidence_flush_interval_s: float = 2.0
+    evidence_max_samples: int = 200
+    evidence_max_request_ids: int = 20000
+    rollout_interval_s: float = 5.0
+    rollout_lease_s: float = 15.0
+    shadow_queue_size: int = 1000
+    shadow_workers: int = 4
+    shadow_timeout_s: float = 2.0
+    # Ecosystem protocols (docs/protocols.md). grpc_port: -1 off, 0 any free port.
+    grpc_port: int = -1
+    scoring_deployment: str = ""  # what MLflow's root /invocations serves; "" = the only one
+    events_url: str = ""  # CloudEvents HTTP sink for prediction events; "" = off
+    events_mode: str = "binary"  # "binary": one POST per event (as KServe); "batch"
+    events_batch_size: int = 64
+    events_queue_size: int = 10000
+    events_flush_interval_s: float = 1.0
+    otlp_endpoint: str = ""  # OTLP/HTTP traces endpoint; "" = tracing off
+    # Monitoring (docs/monitoring.md): capture queue, drift windows and verdicts, alerts.
+    monitoring: int = 1  # 0 turns drift capture, drift evaluation and alerting off
+    monitor_interval_s: float = 5.0  # alert evaluation, traffic sampling, capture folding
+    drift_interval_s: float = 30.0  # drift tests at most this often (they change slowly)
+    drift_queue_size: int = 10000
+    drift_window: str = "time"  # "time" (seconds) or "rows"
+    drift_window_size: float = 3600.0
+    drift_window_slots: int = 12
+    drift_min_samples: int = 100
+    drift_alpha: float = 0.01
+    drift_psi_threshold: float = 0.2
+    drift_wasserstein_threshold: float = 0.25
+    alert_rules_file: str = ""  # TOML file of [[rules]]; "" = API rules only
+    alert_webhooks: str = ""  # comma-separated URLs that get every alert event
+    alert_webhook_retries: int = 3
+    alert_webhook_backoff_s: float = 0.5
+    metrics_multiprocess_dir: str = ""  # PROMETHEUS_MULTIPROC_DIR of a multi-worker server
+    # Governance (docs/governance.md, docs/security.md): tokens and prediction audit records.
+    auth: int = 1  # 0 turns token checks off; the server then refuses any host but 127.0.0.1
+    allowed_origins: str = ""  # comma-separated browser origins allowed to change state
+    token_refresh_s: float = 2.0  # how soon a token made or revoked elsewhere takes effect
+    audit_predictions: str = "fail-open"  # "fail-open" (count drops), "fail-closed" (503), "off"
+    audit_queue_records: int = 10000
+    audit_queue_bytes: int = 64 * 1024 * 1024
+    audit_batch_size: int = 500
+    audit_flush_interval_s: float = 0.2
+
+    @property
+    def drain_s(self) -> int:
+        """Seconds the server gives in-flight requests to finish after SIGTERM."""
+        return int(self.request_timeout_s) + 5
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
+        home = Path(env.get("SLIPWAY_HOME") or Path.home() / ".slipway").expanduser()
+        url = env.get("SLIPWAY_DATABASE_URL") or f"sqlite:///{home / 'registry.db'}"
+        values: dict[str, object] = {"home": home, "database_url": url}
+        for field in dataclasses.fields(cls):
+            key = "SLIPWAY_" + field.name.upper()
+            if field.name in values or key not in env:
+                continue
+            values[field.name] = _PARSERS[str(field.type)](env[key])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,173 @@
+"""The governance workflow end to end from the ``slipway`` command, as a user runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from skl2onnx import to_onnx
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from slipway.cli import main
+
+TOKEN = re.compile(r"slw_[A-Za-z0-9_-]{43}")
+
+
+class Cli:
+    """Runs ``slipway`` in this process (a subprocess per command would spend most of the test
+    importing), through ``slipway.cli.main``: the same parsing, output and exit codes."""
+
+    def __init__(self, home: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        monkeypatch.setenv("SLIPWAY_HOME", str(home))
+        monkeypatch.setenv("SLIPWAY_DATABASE_URL", url)
+        monkeypatch.delenv("SLIPWAY_TOKEN", raising=False)
+        monkeypatch.setenv("COLUMNS", "250")  # rich reads it on every print
+
+    def __call__(self, *args: str, token: str | None = None) -> Result:
+        if token is None:
+            self.monkeypatch.delenv("SLIPWAY_TOKEN", raising=False)
+        else:
+            self.monkeypatch.setenv("SLIPWAY_TOKEN", token)
+        self.monkeypatch.setattr(sys, "argv", ["slipway", *args])
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else 1
+        return Result(code, out.getvalue(), err.getvalue())
+
+    def ok(self, *args: str, token: str | None = None) -> str:
+        done = self(*args, token=token)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done.stdout
+
+
+class Result(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def token_in(text: str) -> str:
+    found = TOKEN.findall(text)
+    assert len(found) == 1, text
+    return found[0]
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    data = load_iris()
+    x = data.data.astype(np.float32)
+    estimator = LogisticRegression(max_iter=1000).fit(x, data.target)
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(
+        to_onnx(estimator, x[:1], options={id(estimator): {"zipmap": False}}).SerializeToString()
+    )
+    return path
+
+
+def test_init_prints_the_first_admin_token_once(tmp_path: Path) -> None:
+    env = {**os.environ, "SLIPWAY_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
+    env.pop("SLIPWAY_DATABASE_URL", None)
+    run = [sys.executable, "-m", "slipway.cli", "init"]
+    first = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0 and "shown only now" in first.stdout
+    token = token_in(first.stdout)
+    second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and not TOKEN.search(second.stdout)
+    from slipway.governance.identities import authenticate
+    from slipway.registry.store import SqlStore
+
+    with SqlStore(f"sqlite:///{tmp_path / 'home' / 'registry.db'}") as store:
+        assert authenticate(store, f"Bearer {token}").name == "admin"
+        with store.engine.connect() as conn:
+            (row,) = conn.exec_driver_sql("SELECT hash FROM tokens").all()
+        assert token not in str(row) and len(row[0]) == 64  # only the hash is kept
+
+
+def test_the_workflow_from_the_cli(
+    tmp_path: Path, store_url: str, model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    first = cli.ok("init")
+    admin = token_in(first)
+    assert "shown only now" in first
+    again = cli.ok("init")
+    assert "an admin exists already" in again and not TOKEN.search(again)
+
+    cli.ok("users", "add", "dora", "--role", "deployer", token=admin)
+    cli.ok("users", "add", "abe", "--role", "approver", token=admin)
+    cli.ok("users", "add", "ci", "--role", "viewer", "--service", token=admin)
+    dora = token_in(cli.ok("tokens", "create", "dora", token=admin))
+    abe = token_in(cli.ok("tokens", "create", "abe", "--expires-in", "30d", token=admin))
+    ci = token_in(cli.ok("tokens", "create", "ci", token=admin))
+    users = cli.ok("users", "list", token=admin)
+    assert "dora" in users and "service" in users
+    denied = cli("users", "list", token=ci)
+    assert denied.returncode == 8 and "needs role admin" in denied.stderr
+
+    for _ in range(2):
+        cli.ok("models", "register", "iris", str(model_file), "--metric", "accuracy=0.97")
+    cli.ok("deploy", "iris-prod", "iris@1")
+
+    number = re.search(r"request #(\d+)", cli.ok("approvals", "request", "iris-prod", "iris@1",
+                                                  token=dora)).group(1)  # fmt: skip
+    own = cli("approvals", "approve", number, token=dora)
+    assert own.returncode == 8 and "needs role approver" in own.stderr
+    nameless = cli("approvals", "approve", number)
+    assert nameless.returncode == 8 and "SLIPWAY_TOKEN" in nameless.stderr
+    assert "approved" in cli.ok("approvals", "approve", number, "--comment", "ok", token=abe)
+    policy = json.loads(cli.ok("deployments", "policy", "iris-prod", "--production", token=admin))
+    assert policy["production"] is True
+
+    refused = cli("deploy", "iris-prod", "iris@2")
+    assert refused.returncode == 9 and "approved promotion request" in refused.stderr
+    second = cli.ok("approvals", "request", "iris-prod", "iris@2", "--comment", "v2", token=dora)
+    number = re.search(r"request #(\d+)", second).group(1)
+    shown = cli.ok("approvals", "show", number, token=ci)
+    assert "iris@2" in shown and "against" in shown and "iris@1" in shown
+    evidence = json.loads(cli.ok("approvals", "show", number, "--json", token=ci))
+    assert evidence["evidence"]["candidate"]["metrics"] == {"accuracy": 0.97}
+    cli.ok("approvals", "approve", number, token=abe)
+    assert "iris@2" in cli.ok("deploy", "iris-prod", "iris@2")
+    assert "iris@1" in cli.ok("deploy", "iris-prod", "iris@1")  # rollback, no approval
+    listed = cli.ok("approvals", "list", token=ci)
+    assert listed.count("promoted") == 2
+
+    cli.ok("deployments", "policy", "iris-prod", "--require-token", "--audit-payload", "full",
+           "--key", "customer_id", token=admin)  # fmt: skip
+    checkpoint = tmp_path / "checkpoint.json"
+    cli.ok("audit", "checkpoint", "--out", str(checkpoint), token=admin)
+    verified = cli.ok("audit", "verify", "--checkpoint", str(checkpoint), token=admin)
+    assert "audit log verified" in verified
+    queried = cli.ok("audit", "query", "--deployment", "iris-prod", "--json", token=admin)
+    actions = [json.loads(line)["action"] for line in queried.splitlines() if line.strip()]
+    assert "deployment.version_changed" in actions and "promotion.approved" in actions
+    exported = tmp_path / "audit.jsonl"
+    cli.ok("audit", "export", str(exported), token=admin)
+    lines = exported.read_text().splitlines()
+    assert len(lines) > 10 and all(len(json.loads(line)["hash"]) == 64 for line in lines)
+    assert admin not in exported.read_text() and dora not in exported.read_text()
+    assert "purged 0 records" in cli.ok("audit", "purge", "--older-than", "365d", token=admin)
+
+    tokens = cli.ok("tokens", "list", token=admin)
+    assert dora not in tokens and dora[:12] in tokens
+    token_id = next(
+        line.split()[1] for line in tokens.splitlines() if dora[:12] in line
+    )  # table rows: │ id │ user │ token │ ...
+    cli.ok("tokens", "revoke", token_id, token=admin)
+    revoked = cli("approvals", "list", token=dora)
+    assert revoked.returncode == 8 and "revoked" in revoked.stderr

@@ -1,0 +1,187 @@
+"""Prediction audit records: off the request path, by policy, fail-open or fail-closed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+
+import httpx
+import pytest
+
+from slipway.errors import Overloaded
+from slipway.governance import audit
+from slipway.governance.recorder import PredictionRecorder
+from slipway.registry.records import InferencePolicy
+from slipway.registry.store import SqlStore
+from slipway.server import BackgroundServer
+
+from ..serving.conftest import make_settings
+from ..serving.test_v2 import v2_body
+
+
+class Deployment:
+    """Just what the recorder reads of a DeploymentRecord."""
+
+    def __init__(self, policy: InferencePolicy, version: int = 1) -> None:
+        self.inference, self.version, self.previous_version, self.traffic = (
+            policy, version, None, None,
+        )  # fmt: skip
+
+
+REQUEST = json.dumps(
+    {"id": "req-1", "parameters": {"customer_id": 42},
+     "inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1.5, 2.5]},
+                {"name": "ssn", "shape": [1], "datatype": "BYTES", "data": ["123-45-6789"]}]}
+).encode()  # fmt: skip
+RESPONSE = b'{"outputs": [{"name": "label", "shape": [1], "datatype": "INT64", "data": [1]}]}'
+
+
+def written(store: SqlStore, policy: InferencePolicy, *, rng: float = 0.5) -> dict:
+    recorder = PredictionRecorder(store, lambda name: Deployment(policy), rng=lambda: rng)
+    recorder.record("churn-prod", 1, "ok", 0.0123, REQUEST, RESPONSE, actor="svc")
+    asyncio.run(recorder.flush())
+    (record,) = audit.query(store, kind="prediction")
+    assert (record.request_id, record.deployment, record.actor) == ("req-1", "churn-prod", "svc")
+    assert record.data["version"] == 1 and record.data["arm"] == "stable"
+    assert record.data["latency_ms"] == 12.3 and record.data["outcome"] == "ok"
+    assert audit.verify(store).ok
+    return record.data
+
+
+def test_hash_policy_is_the_default(store: SqlStore) -> None:
+    data = written(store, InferencePolicy())
+    assert data["input_sha256"] == hashlib.sha256(REQUEST).hexdigest()
+    assert data["output_sha256"] == hashlib.sha256(RESPONSE).hexdigest()
+    assert "input" not in data and "123-45-6789" not in json.dumps(data)
+
+
+def test_full_policy_keeps_the_payload(store: SqlStore) -> None:
+    data = written(store, InferencePolicy(payload="full", keys=["customer_id"]))
+    assert data["input"] == json.loads(REQUEST) and data["output"] == json.loads(RESPONSE)
+    assert data["keys"] == {"customer_id": 42}
+
+
+def test_redact_policy_replaces_named_fields(store: SqlStore) -> None:
+    data = written(store, InferencePolicy(payload="redact", redact=["ssn", "customer_id"]))
+    assert "123-45-6789" not in json.dumps(data)
+    ssn = data["input"]["inputs"][1]
+    assert ssn["name"] == "ssn" and ssn["data"] == "[redacted]"
+    assert data["input"]["inputs"][0]["data"] == [1.5, 2.5]
+    assert data["input"]["parameters"] == {"customer_id": "[redacted]"}
+
+
+@pytest.mark.parametrize(("draw", "full"), [(0.001, True), (0.5, False)])
+def test_sample_policy(store: SqlStore, draw: float, full: bool) -> None:
+    data = written(store, InferencePolicy(payload="sample", sample_rate=0.01), rng=draw)
+    assert data["sampled"] is full
+    assert ("input" in data) is full and ("input_sha256" in data) is not full
+
+
+def test_none_policy_keeps_only_the_facts(store: SqlStore) -> None:
+    data = written(store, InferencePolicy(payload="none", keys=["customer_id"]))
+    assert set(data) == {"version", "arm", "latency_ms", "outcome", "keys"}
+
+
+def test_full_queue_fails_open_with_a_count_or_closed_with_503(store: SqlStore) -> None:
+    open_ = PredictionRecorder(store, lambda name: None, max_records=2)
+    for _ in range(5):
+        open_.record("d", 1, "ok", 0.001, b"{}", b"{}")
+    assert open_.queued == 2 and open_.dropped._value.get() == 3
+    closed = PredictionRecorder(store, lambda name: None, mode="fail-closed", max_records=2)
+    closed.record("d", 1, "ok", 0.001, b"{}", b"{}")
+    closed.record("d", 1, "ok", 0.001, b"{}", b"{}")
+    with pytest.raises(Overloaded):
+        closed.record("d", 1, "ok", 0.001, b"{}", b"{}")
+    closed.record("d", 1, "client_error", 0.001, b"{}", b"{}")  # failing anyway: no 503 on top
+    by_bytes = PredictionRecorder(store, lambda name: None, max_bytes=100)
+    by_bytes.record("d", 1, "ok", 0.001, b"x" * 200, b"{}")
+    assert by_bytes.queued == 0 and by_bytes.dropped._value.get() == 1
+
+
+def test_stopping_during_a_write_neither_loses_nor_repeats_records(store: SqlStore) -> None:
+    def slow_lookup(name: str) -> None:
+        time.sleep(0.05)  # the writer thread is still appending when stop() comes
+
+    async def scenario() -> None:
+        recorder = PredictionRecorder(store, slow_lookup, batch_size=8, flush_interval_s=0.01)
+        recorder.start()
+        for _ in range(20):
+            recorder.record("d", 1, "ok", 0.001, b"{}", b"{}")
+        await asyncio.sleep(0.1)
+        await recorder.stop()
+
+    asyncio.run(scenario())
+    assert len(audit.query(store, kind="prediction", limit=100)) == 20
+    assert audit.verify(store).ok
+
+
+def test_predictions_through_the_server_are_audited(client, gov_registry, cancer) -> None:
+    http = client()
+    body = v2_body(cancer[0][:2], id="v2-id-1")
+    assert http.post("/v2/models/cancer-prod/infer", json=body).status_code == 200
+    response = http.post(
+        "/predict/cancer-prod",
+        json={"instances": cancer[0][:1].tolist()},
+        headers={"x-request-id": "json-1"},
+    )
+    assert response.status_code == 200
+    assert http.post("/v2/models/cancer-prod/infer", json={"inputs": []}).status_code == 400
+    viewer = client("viewer")
+    assert viewer.post("/v2/models/private/infer", json=body).status_code == 200
+    store = gov_registry.store
+    deadline = time.monotonic() + 10
+    while len(audit.query(store, kind="prediction", limit=None)) < 4:
+        assert time.monotonic() < deadline, "prediction records were not written"
+        time.sleep(0.05)
+    (v2,) = audit.query(store, request_id="v2-id-1", deployment="cancer-prod")
+    assert v2.data["outcome"] == "ok" and v2.data["version"] == 1 and v2.actor is None
+    assert v2.data["latency_ms"] > 0 and len(v2.data["input_sha256"]) == 64
+    (plain,) = audit.query(store, request_id="json-1")
+    assert plain.data["outcome"] == "ok"
+    records = audit.query(store, deployment="cancer-prod", kind="prediction")
+    outcomes = [r.data["outcome"] for r in records]
+    assert "client_error" in outcomes
+    (private,) = audit.query(store, deployment="private", kind="prediction")
+    assert private.actor == "viewer"  # who called, when the deployment needs a token
+    admin = client("admin")
+    found = admin.get("/api/audit", params={"request_id": "v2-id-1", "deployment": "cancer-prod"})
+    found = found.json()
+    assert [r["seq"] for r in found] == [v2.seq]
+    assert admin.get("/api/audit/verify").json()["ok"] is True
+
+
+def test_business_key_query_over_the_api(client, gov_server, cancer) -> None:
+    admin = client("admin")
+    policy = {"inference": {"payload": "none", "keys": ["customer_id"]}}
+    assert admin.patch("/api/deployments/cancer-prod/policy", json=policy).status_code == 200
+    deadline = time.monotonic() + 10
+    while gov_server.app.repository.deployments["cancer-prod"].inference.keys != ["customer_id"]:
+        assert time.monotonic() < deadline, "the replica did not reload the deployment"
+        time.sleep(0.05)
+    http = client()
+    for customer in (7, 8, 7):
+        body = v2_body(cancer[0][:1], parameters={"customer_id": customer})
+        assert http.post("/v2/models/cancer-prod/infer", json=body).status_code == 200
+    deadline = time.monotonic() + 10
+    while True:
+        found = admin.get("/api/audit", params={"key": "customer_id=7"}).json()
+        if len(found) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(found) == 2 and all(r["data"]["keys"] == {"customer_id": 7} for r in found)
+
+
+def test_fail_closed_server_answers_503_when_the_queue_is_full(gov_registry, cancer) -> None:
+    settings = make_settings(
+        gov_registry.settings.home,
+        database_url=gov_registry.settings.database_url,
+        audit_predictions="fail-closed",
+        audit_queue_records=0,
+    )
+    server = BackgroundServer(settings)
+    with server, httpx.Client(base_url=server.url) as http:
+        response = http.post("/v2/models/cancer-prod/infer", json=v2_body(cancer[0][:1]))
+        assert response.status_code == 503 and "audit" in response.json()["error"]
+    server.app.store.close()

@@ -1,0 +1,135 @@
+"""Alert rules: the `for` state machine, windowed values, rule files, webhook retries."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slipway.errors import InvalidInput
+from slipway.monitoring import alerts
+from slipway.monitoring.alerts import AlertRule
+
+from .conftest import Receiver
+
+LATENCY = AlertRule(name="slow", kind="latency_p99", threshold=0.1, for_s=10)
+FLOOR = AlertRule(name="conv", kind="business_metric", metric="conversion", threshold=0.2, for_s=0)
+
+
+def test_a_breach_must_last_for_the_for_duration_before_firing_and_resolves_at_once() -> None:
+    state, event = alerts.step(LATENCY, None, 0.5, now=0.0, deployment="d")
+    assert state.state == "pending" and event is None
+    state, event = alerts.step(LATENCY, state, 0.5, now=9.0, deployment="d")
+    assert state.state == "pending" and event is None
+    state, event = alerts.step(LATENCY, state, 0.5, now=10.0, deployment="d")
+    assert state.state == "firing" and event is not None and event.state == "firing"
+    state, event = alerts.step(LATENCY, state, 0.7, now=11.0, deployment="d")
+    assert state.state == "firing" and event is None  # one event per change
+    state, event = alerts.step(LATENCY, state, 0.05, now=12.0, deployment="d")
+    assert state.state == "inactive" and event is not None and event.state == "resolved"
+
+
+def test_a_breach_that_stops_before_for_never_fires() -> None:
+    state, _ = alerts.step(LATENCY, None, 0.5, now=0.0, deployment="d")
+    state, _ = alerts.step(LATENCY, state, 0.01, now=5.0, deployment="d")
+    state, event = alerts.step(LATENCY, state, 0.5, now=9.0, deployment="d")
+    assert state.state == "pending" and state.since == 9.0 and event is None
+
+
+def test_business_metric_is_a_floor_and_no_data_is_no_breach() -> None:
+    assert alerts.breached(FLOOR, 0.1) and not alerts.breached(FLOOR, 0.3)
+    assert not alerts.breached(LATENCY, None) and not alerts.breached(LATENCY, float("nan"))
+
+
+def test_histogram_quantile_matches_promql_interpolation() -> None:
+    bounds = [0.1, 0.2, 0.4, float("inf")]
+    # 100 observations: 50 in (0, 0.1], 30 in (0.1, 0.2], 20 in (0.2, 0.4]
+    assert alerts.histogram_quantile(0.5, bounds, [50, 30, 20, 0]) == pytest.approx(0.1)
+    assert alerts.histogram_quantile(0.65, bounds, [50, 30, 20, 0]) == pytest.approx(0.15)
+    assert alerts.histogram_quantile(0.9, bounds, [50, 30, 20, 0]) == pytest.approx(0.3)
+    assert alerts.histogram_quantile(0.99, bounds, [0, 0, 1, 9]) == 0.4  # +Inf: highest bound
+    assert alerts.histogram_quantile(0.5, bounds, [0, 0, 0, 0]) is None
+
+
+def test_histogram_quantile_is_close_to_the_sample_quantile() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.exponential(0.01, 20000)
+    from slipway.monitoring.metrics import LATENCY_BUCKETS
+
+    bounds = [*LATENCY_BUCKETS, float("inf")]
+    counts = np.histogram(values, [0.0, *LATENCY_BUCKETS, np.inf])[0]
+    got = alerts.histogram_quantile(0.95, bounds, counts.tolist())
+    assert got == pytest.approx(np.quantile(values, 0.95), rel=0.3)
+
+
+def test_rate_windows_use_the_difference_of_cumulative_samples() -> None:
+    history = alerts.TrafficHistory([0.1, float("inf")])
+    history.add("d", alerts.TrafficSample(0.0, {"ok": 0}, [0, 0]))
+    history.add("d", alerts.TrafficSample(30.0, {"ok": 100, "server_error": 0}, [100, 0]))
+    history.add("d", alerts.TrafficSample(60.0, {"ok": 110, "server_error": 10}, [110, 10]))
+    values = alerts.AlertValues(traffic=history)
+    errors = AlertRule(name="e", kind="error_rate", threshold=0.1, window_s=30)
+    assert values.value(errors, "d") == pytest.approx(0.5)
+    errors_long = AlertRule(name="e", kind="error_rate", threshold=0.1, window_s=60)
+    assert values.value(errors_long, "d") == pytest.approx(10 / 120)
+    assert (
+        values.value(AlertRule(name="p", kind="latency_p99", threshold=1, window_s=30), "d") == 0.1
+    )
+
+
+def test_rules_apply_to_every_deployment_and_firing_rules_resolve_when_data_goes() -> None:
+    history = alerts.TrafficHistory([0.1, float("inf")])
+    values = alerts.AlertValues(
+        traffic=history, drift={"a": {"x0": 0.5, "x1": 0.01}, "b": {"x0": 0.01}}
+    )
+    rule = AlertRule(name="drift", kind="drift_score", threshold=0.2, for_s=0)
+    states, events = alerts.evaluate_rules([rule], {}, values, now=1.0)
+    assert [(e.deployment, e.state) for e in events] == [("a", "firing")]
+    states, events = alerts.evaluate_rules([rule], states, alerts.AlertValues(traffic=history), 2.0)
+    assert [(e.deployment, e.state) for e in events] == [("a", "resolved")]
+
+
+def test_rules_file(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        '[[rules]]\nname = "p99"\nkind = "latency_p99"\nthreshold = 0.25\nfor_s = 120\n'
+        '[[rules]]\nname = "conv"\nkind = "business_metric"\nmetric = "conversion"\n'
+        'threshold = 0.02\ndeployment = "churn-prod"\n'
+    )
+    rules = alerts.load_rules(path)
+    assert [r.name for r in rules] == ["p99", "conv"] and rules[0].for_s == 120
+    path.write_text('[[rules]]\nname = "x"\nkind = "nonsense"\nthreshold = 1\n')
+    with pytest.raises(InvalidInput, match="invalid alert rule"):
+        alerts.load_rules(path)
+    path.write_text('[[rules]]\nname = "x"\nkind = "business_metric"\nthreshold = 1\n')
+    with pytest.raises(InvalidInput, match="needs a metric"):
+        alerts.load_rules(path)
+
+
+def test_webhook_is_retried_with_backoff_until_it_succeeds() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    event = alerts.step(FLOOR, None, 0.0, now=5.0, deployment="d")[1]
+    assert event is not None
+    with Receiver(fail_first=2) as receiver:
+        sender = alerts.WebhookSender([receiver.url], retries=3, backoff_s=0.5, sleep=sleep)
+        assert asyncio.run(sender.deliver(receiver.url, event))
+    assert waits == [0.5, 1.0]
+    assert receiver.attempts == 3 and receiver.bodies[0]["event"]["rule"] == "conv"
+
+
+def test_webhook_gives_up_after_its_retries() -> None:
+    async def sleep(seconds: float) -> None:
+        pass
+
+    event = alerts.step(FLOOR, None, 0.0, now=5.0, deployment="d")[1]
+    assert event is not None
+    with Receiver(fail_first=100) as receiver:
+        sender = alerts.WebhookSender([receiver.url], retries=2, sleep=sleep)
+        assert not asyncio.run(sender.deliver(receiver.url, event))
+    assert receiver.attempts == 3 and sender.failed == 1

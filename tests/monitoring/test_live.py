@@ -1,0 +1,240 @@
+"""End to end against a live server with real traffic: drift verdicts and gauges, alert rules
+through the API firing and resolving, webhooks, `slipway alerts`, reports and exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from typer.testing import CliRunner
+
+from slipway.cli import app as cli
+from slipway.monitoring.gpu import GpuCollector
+from slipway.server import BackgroundServer
+from slipway.settings import Settings
+
+from ..auth import admin_headers, admin_token
+from .conftest import Receiver, v2_body
+
+
+def _send(http: httpx.Client, rows: np.ndarray, batch: int = 20, pause_s: float = 0.0) -> None:
+    for start in range(0, len(rows), batch):
+        time.sleep(pause_s)
+        response = http.post(
+            "/v2/models/cancer-prod/infer", json=v2_body(rows[start : start + batch])
+        )
+        assert response.status_code == 200, response.text
+
+
+def _until(check, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def _events(receiver: Receiver, rule: str) -> list[str]:
+    return [b["event"]["state"] for b in receiver.bodies if b["event"]["rule"] == rule]
+
+
+def test_drift_and_alerts_end_to_end(
+    http: httpx.Client,
+    server: BackgroundServer,
+    settings: Settings,
+    receiver: Receiver,
+    cancer,
+    promtool: str,
+    tmp_path: Path,
+) -> None:
+    x, _ = cancer
+    rng = np.random.default_rng(0)
+    # Rules through the API; a malformed one is a clear 400 and the server keeps serving.
+    bad = http.post("/api/alerts/rules", json={"name": "x", "kind": "nope", "threshold": 1})
+    assert bad.status_code == 400 and "error" in bad.json()
+    rules = [
+        {"name": "any-latency", "kind": "latency_p99", "threshold": 0.0, "for_s": 0.3,
+         "window_s": 1.0},
+        {"name": "drift", "kind": "drift_score", "threshold": 0.2, "for_s": 0.0,
+         "deployment": "cancer-prod"},
+        {"name": "errors", "kind": "error_rate", "threshold": 0.5, "for_s": 0.0},
+    ]  # fmt: skip
+    for rule in rules:
+        assert http.post("/api/alerts/rules", json=rule).status_code == 201
+    assert http.post("/api/alerts/rules", json=rules[0]).status_code == 400  # taken
+    assert [r["name"] for r in http.get("/api/alerts/rules").json()] == [
+        "any-latency", "drift", "errors",
+    ]  # fmt: skip
+
+    # Same-distribution traffic: the latency rule fires after its `for`, drift stays quiet.
+    # Paced over ~2 s so the 1 s latency window stays full for longer than the rule's `for`.
+    _send(http, x[rng.integers(0, len(x), 600)], pause_s=0.07)
+    assert _until(lambda: "firing" in _events(receiver, "any-latency"))
+    assert receiver.attempts > len(receiver.bodies)  # the first delivery failed and was retried
+    monitoring = _until(
+        lambda: (
+            (m := http.get("/api/monitoring/cancer-prod").json())["versions"]
+            and m["versions"][0]["rows"] == 600
+            and m
+        )
+    )
+    version = monitoring["versions"][0]
+    assert len(version["features"]) == 30 and version["predictions"]
+    assert all(f["verdict"] == "stable" for f in version["features"])
+    # Traffic stops: the latency window empties and the alert resolves.
+    assert _until(lambda: "resolved" in _events(receiver, "any-latency"))
+    assert "drift" not in {b["event"]["rule"] for b in receiver.bodies}
+
+    # Shifted inputs fill the row window: drift fires, gauges show it.
+    shifted = x[rng.integers(0, len(x), 2000)] * np.float32(1.5)
+    _send(http, shifted, batch=50)
+    assert _until(lambda: "firing" in _events(receiver, "drift"))
+    metrics = http.get("/metrics").text
+    assert re.search(
+        r'slipway_drift_detected\{deployment="cancer-prod",feature="x0",version="1"\} 1\.0', metrics
+    )
+    assert re.search(
+        r'slipway_drift_score\{deployment="cancer-prod",feature="x0",version="1"\} [0-9.]+', metrics
+    )
+    assert 'slipway_prediction_drift_score{deployment="cancer-prod"' in metrics
+    drifted = http.get("/api/monitoring/cancer-prod").json()["versions"][0]
+    assert sum(f["verdict"] == "drift" for f in drifted["features"]) >= 20
+    assert "errors" not in {b["event"]["rule"] for b in receiver.bodies}
+
+    # Stored events and `slipway alerts`.
+    listed = http.get("/api/alerts").json()
+    assert {(e["rule"], e["state"]) for e in listed["events"]} >= {
+        ("any-latency", "firing"), ("any-latency", "resolved"), ("drift", "firing"),
+    }  # fmt: skip
+    runner = CliRunner()
+    env = {
+        "SLIPWAY_HOME": str(settings.home),
+        "COLUMNS": "200",
+        "SLIPWAY_TOKEN": admin_token(settings),
+    }
+    result = runner.invoke(cli, ["alerts", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert {"any-latency", "drift"} <= {e["rule"] for e in json.loads(result.output)}
+    result = runner.invoke(cli, ["alerts", "rules"], env=env)
+    assert result.exit_code == 0 and "any-latency" in result.output
+
+    # The report: self-contained HTML and JSON with the same numbers.
+    html_path, json_path = tmp_path / "r.html", tmp_path / "r.json"
+    result = runner.invoke(
+        cli,
+        ["monitor", "report", "cancer-prod", "--url", server.url, "--out", str(html_path),
+         "--json", str(json_path)],
+        env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    page = html_path.read_text()
+    assert page.count("<svg") >= 32 and "<script" not in page and 'src="http' not in page
+    data = json.loads(json_path.read_text())
+    assert data["versions"][0]["features"][0]["name"] == "x0"
+    assert data["requests_by_outcome"]["ok"] >= 1 and data["latency"]
+    assert any(a["rule"] == "drift" for a in data["alerts"])
+
+    # Exports: the rules pass promtool; the dashboard reads only metrics the server exports.
+    out = tmp_path / "export"
+    result = runner.invoke(cli, ["monitor", "export", "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    check = subprocess.run(
+        [promtool, "check", "rules", str(out / "slipway-alerts.rules.yml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert check.returncode == 0 and "3 rules found" in check.stdout, check.stdout + check.stderr
+    from slipway.monitoring.export import metric_names
+
+    dashboard = json.loads((out / "slipway-dashboard.json").read_text())
+    wanted = {
+        n
+        for p in dashboard["panels"]
+        for t in p.get("targets", [])
+        for n in metric_names(t["expr"])
+    }
+    page_names = set(re.findall(r"^# TYPE (\S+)", metrics, re.M))
+    exported = page_names | {n + s for n in page_names for s in ("_bucket", "_sum", "_count")}
+    missing = {n for n in wanted if n not in exported}
+    if not GpuCollector().available:
+        missing = {n for n in missing if not n.startswith("slipway_gpu")}
+    assert not missing
+
+
+def test_monitoring_off_captures_nothing(tmp_path: Path, registry, cancer) -> None:
+    settings = Settings.from_env(
+        {"SLIPWAY_HOME": str(registry.settings.home)}, port=0, monitoring=0
+    )
+    headers = admin_headers(settings)
+    with (
+        BackgroundServer(settings) as server,
+        httpx.Client(base_url=server.url, headers=headers) as http,
+    ):
+        _send(http, cancer[0][:100])
+        time.sleep(0.5)  # several evaluation intervals
+        monitor = server.app.monitor
+        assert monitor.dropped == 0 and monitor.fold_pending() == 0 and not monitor.latest
+
+
+def test_business_metric_per_arm_from_feedback_fires_a_floor_alert(
+    tmp_path: Path, cancer, cancer_model
+) -> None:
+    import uuid
+
+    from sklearn.linear_model import LogisticRegression
+
+    from slipway.local import Registry
+
+    from .conftest import monitoring_settings
+
+    x, y = cancer
+    with Receiver() as receiver:
+        settings = monitoring_settings(
+            tmp_path / "home", alert_webhooks=receiver.url, evidence_flush_interval_s=0.2
+        )
+        with Registry(settings) as registry:
+            registry.register_sklearn("cancer", cancer_model, x)
+            registry.register_sklearn(
+                "cancer", LogisticRegression(C=0.01, max_iter=2000).fit(x, y), x
+            )
+            registry.store.create_deployment("cancer-prod", "cancer", 1)
+        headers = admin_headers(settings)
+        with (
+            BackgroundServer(settings) as server,
+            httpx.Client(base_url=server.url, headers=headers, timeout=10) as http,
+        ):
+            rule = {"name": "conversion", "kind": "business_metric", "metric": "converted",
+                    "threshold": 0.3, "for_s": 0}  # fmt: skip
+            assert http.post("/api/alerts/rules", json=rule).status_code == 201
+            body = {"version": 2, "strategy": "ab", "weight": 50, "routing_key": "X-User-Id"}
+            assert http.post("/api/deployments/cancer-prod/rollout", json=body).status_code == 201
+            served = {1: 0, 2: 0}
+            for user in range(60):
+                request_id = uuid.uuid4().hex
+                response = http.post(
+                    "/v2/models/cancer-prod/infer",
+                    json=v2_body(x[user : user + 1]),
+                    headers={"X-User-Id": f"u{user}", "X-Request-Id": request_id},
+                )
+                assert response.status_code == 200, response.text
+                version = int(response.json()["model_version"])
+                served[version] += 1
+                converted = 1 if version == 1 else 0  # the candidate converts nobody
+                feedback = {"request_id": request_id, "values": {"converted": converted}}
+                assert http.post("/api/feedback", json=feedback).status_code == 201
+            assert served[1] and served[2]
+            assert _until(lambda: "firing" in _events(receiver, "conversion"), timeout=20)
+            text = http.get("/metrics").text
+            assert re.search(
+                r'slipway_requests_total\{arm="candidate",deployment="cancer-prod",outcome="ok",'
+                r'version="2"\} [1-9]',
+                text,
+            )
+            labels = 'deployment="cancer-prod",metric="converted"'
+            assert f'slipway_business_metric{{arm="candidate",{labels}}} 0.0' in text
+            assert f'slipway_business_metric{{arm="stable",{labels}}} 1.0' in text

@@ -1,0 +1,127 @@
+"""Live windows: bounded memory, time and row windows, the same counts as binning directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slipway.monitoring import drift
+from slipway.monitoring.live import LiveMonitor, WindowConfig
+from slipway.monitoring.windows import VersionWindow, feature_columns, prediction_columns
+from slipway.registry.profile import build_profile
+from slipway.registry.records import NumericProfile
+
+
+def _profile(rng: np.random.Generator):
+    x = rng.normal(size=(4000, 2))
+    colour = rng.choice(np.array(["a", "b", "c"]), 4000)
+    return build_profile({"x": x, "colour": colour}, predictions={"score": x[:, 0]})
+
+
+def test_folded_batches_equal_binning_everything_at_once() -> None:
+    rng = np.random.default_rng(1)
+    profile = _profile(rng)
+    window = VersionWindow(profile, kind="time", size=60, slots=6)
+    x = rng.normal(0.2, 1.0, size=(900, 2))
+    colour = rng.choice(np.array(["a", "b", "z"]), 900)
+    for start in range(0, 900, 100):
+        part = slice(start, start + 100)
+        cols = feature_columns(profile, {"x": x[part], "colour": colour[part]})
+        assert cols is not None
+        window.fold(cols, {"score": x[part, 0]}, 100, now=1000.0 + start / 100)
+    rows, features, predictions = window.snapshot(now=1009.0)
+    assert rows == 900
+    first = profile.features[0]
+    assert isinstance(first, NumericProfile)
+    direct = drift.numeric_counts(first.edges, x[:, 0])
+    got = features["x[0]"]
+    assert isinstance(got, drift.NumericCounts)
+    assert got.counts.tolist() == direct.counts.tolist()
+    assert got.under_sum == pytest.approx(direct.under_sum)
+    assert features["colour"] == drift.category_counts(colour.tolist())
+    assert isinstance(predictions["score"], drift.NumericCounts)
+    assert predictions["score"].n == 900
+
+
+def test_time_window_forgets_old_slots() -> None:
+    rng = np.random.default_rng(2)
+    profile = _profile(rng)
+    window = VersionWindow(profile, kind="time", size=60, slots=6)
+    batch = feature_columns(
+        profile, {"x": rng.normal(size=(50, 2)), "colour": np.array(["a"] * 50)}
+    )
+    assert batch is not None
+    window.fold(batch, {}, 50, now=0.0)
+    window.fold(batch, {}, 50, now=35.0)
+    assert window.snapshot(now=40.0)[0] == 100
+    assert window.snapshot(now=65.0)[0] == 50  # the slot of t=0 left the window
+    assert window.snapshot(now=200.0)[0] == 0
+
+
+def test_row_window_keeps_about_the_last_size_rows() -> None:
+    rng = np.random.default_rng(3)
+    profile = _profile(rng)
+    window = VersionWindow(profile, kind="rows", size=1000, slots=4)
+    for _ in range(30):
+        cols = feature_columns(
+            profile, {"x": rng.normal(size=(70, 2)), "colour": np.array(["b"] * 70)}
+        )
+        assert cols is not None
+        window.fold(cols, {}, 70, now=0.0)
+    rows, features, _ = window.snapshot(now=0.0)
+    assert 750 <= rows <= 1000
+    assert features["colour"] == {"b": rows}
+
+
+def test_unseen_categories_are_capped() -> None:
+    rng = np.random.default_rng(4)
+    profile = _profile(rng)
+    window = VersionWindow(profile, kind="rows", size=10_000, slots=2, max_unseen=5)
+    names = np.array([f"new{i}" for i in range(100)])
+    cols = feature_columns(profile, {"x": rng.normal(size=(100, 2)), "colour": names})
+    assert cols is not None
+    window.fold(cols, {}, 100, now=0.0)
+    counts = window.snapshot(0.0)[1]["colour"]
+    assert isinstance(counts, dict)
+    assert len(counts) == 6 and counts[drift.UNSEEN] == 95 and sum(counts.values()) == 100
+
+
+def test_shapes_that_do_not_match_the_profile_are_not_captured() -> None:
+    profile = _profile(np.random.default_rng(5))
+    assert feature_columns(profile, {"x": np.zeros((3, 5))}) is None
+    assert list(prediction_columns({"p": np.zeros((3, 2)), "l": np.zeros(3)})) == [
+        "p[0]",
+        "p[1]",
+        "l",
+    ]
+
+
+class _Loaded:
+    def __init__(self, record) -> None:
+        self.record = record
+
+
+def test_live_monitor_drops_and_counts_when_its_queue_is_full() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from slipway.monitoring.metrics import ServingMetrics
+
+    metrics = ServingMetrics(CollectorRegistry(), process=False, gpu=False)
+    monitor = LiveMonitor(metrics, queue_size=3, window=WindowConfig(kind="rows", size=100))
+
+    class Record:
+        number, digest, model, profile = 1, "d", "m", _profile(np.random.default_rng(6))
+
+    for _ in range(5):
+        monitor.offer(
+            "dep", _Loaded(Record), {"x": np.zeros((1, 2)), "colour": np.array(["a"])}, {}
+        )
+    assert monitor.dropped == 2
+    assert monitor.fold_pending() == 3  # publishes the drops
+    assert (
+        metrics.registry.get_sample_value(
+            "slipway_side_queue_dropped_total", {"queue": "drift_capture"}
+        )
+        == 2.0
+    )
+    assert monitor.evaluate()[("dep", 1)].rows == 3

@@ -1,0 +1,63 @@
+"""``slipway package`` as a user runs it: a real process against a real registry."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from slipway.packaging.manifest import read_manifest
+from tests.packaging.conftest import write_handler
+
+
+def slipway(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SLIPWAY_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("SLIPWAY_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "slipway.cli", *args],
+        env=env, capture_output=True, text=True, timeout=300, cwd=cwd,
+    )  # fmt: skip
+
+
+def test_package_writes_a_bundle_with_the_options_given(source_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(source_home, home)  # the session registry stays as it was
+    handler = write_handler(tmp_path / "handler")
+    out = tmp_path / "bundle"
+    done = slipway(
+        home, "package", "iris@2", "--out", str(out), "--handler", str(handler),
+        "--deployment", "iris-edge", "--replicas", "3", "--max-replicas", "6",
+        "--memory", "1Gi", "--image", "registry.example/iris:2",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"bundle of iris@2 written to {out}" in " ".join(done.stdout.split())
+    manifest = read_manifest(out)
+    assert manifest.serving.deployment == "iris-edge" and manifest.handler is not None
+    deployment = yaml.safe_load((out / "kubernetes" / "deployment.yaml").read_text())
+    assert deployment["metadata"]["name"] == "iris-edge"
+    assert deployment["spec"]["replicas"] == 3
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/iris:2"
+    assert container["resources"]["requests"]["memory"] == "1Gi"
+    hpa = yaml.safe_load((out / "kubernetes" / "hpa.yaml").read_text())
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 6)
+
+
+def test_package_failures_are_one_line_and_an_exit_code(source_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(source_home, home)
+    failing = write_handler(tmp_path / "h", test="def test_no():\n    assert 1 == 2\n")
+    done = slipway(
+        home, "package", "iris@2", "--out", str(tmp_path / "b"), "--handler", str(failing)
+    )
+    assert done.returncode == 11
+    assert "handler's tests failed" in done.stderr and not (tmp_path / "b").exists()
+    missing = slipway(home, "package", "iris@9", "--out", str(tmp_path / "b"))
+    assert missing.returncode == 3 and "iris" in missing.stderr
+    not_a_bundle = slipway(home, "serve", "--bundle", str(tmp_path), "--port", "0")
+    assert not_a_bundle.returncode == 2
+    assert "bundle.json is missing" in not_a_bundle.stderr

@@ -1,0 +1,174 @@
+"""Three `slipway serve` processes sharing one PostgreSQL registry behind a small round-robin
+proxy (written here, as a load balancer would: a refused connection goes to the next replica).
+One replica is killed with SIGKILL under load: the others keep serving, and state changes made
+through any replica reach the others.
+
+tests/rollout/test_replicas.py proves two replicas converge on rollouts; this adds the third,
+the proxy and the kill."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from slipway.local import Registry
+from slipway.settings import Settings
+
+from .conftest import ServeProcess, wait_for
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.postgres]
+
+LOAD_THREADS = 4
+
+
+class RoundRobinProxy:
+    """TCP round-robin over ``ports``; a connection that an upstream refuses tries the next."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self._next = itertools.cycle(range(len(ports)))
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._started.set()
+        self._loop.run_forever()
+        server.close()
+        self._loop.run_until_complete(server.wait_closed())
+        self._loop.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = None
+        for _ in self.ports:
+            port = self.ports[next(self._next)]
+            with contextlib.suppress(OSError):
+                upstream = await asyncio.open_connection("127.0.0.1", port)
+                break
+        if upstream is None:
+            writer.close()
+            return
+        up_reader, up_writer = upstream
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(OSError):
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def __enter__(self) -> RoundRobinProxy:
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def replicas(
+    tmp_path: Path, pg_fresh_url: str, cancer, cancer_models
+) -> Iterator[list[ServeProcess]]:
+    home = tmp_path / "home"
+    x, _ = cancer
+    settings = Settings.from_env({"SLIPWAY_HOME": str(home)}, database_url=pg_fresh_url)
+    with Registry(settings) as registry:
+        for estimator in cancer_models:
+            registry.register_sklearn("cancer", estimator, x)
+        registry.store.create_deployment("cancer-prod", "cancer", 1)
+    started = [ServeProcess(home, pg_fresh_url) for _ in range(3)]
+    try:
+        for replica in started:
+            replica.wait_ready()
+        yield started
+    finally:
+        for replica in started:
+            replica.stop()
+
+
+def _version(client: httpx.Client, rows: list[list[float]]) -> int:
+    response = client.post("/predict/cancer-prod", json={"instances": rows})
+    assert response.status_code == 200, response.text
+    return int(response.json()["version"])
+
+
+def test_kill_one_of_three_under_load(replicas: list[ServeProcess], cancer) -> None:
+    rows = cancer[0][:1].tolist()
+    seen: list[tuple[float, int | str]] = []
+    stop = threading.Event()
+    with RoundRobinProxy([r.port for r in replicas]) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}"
+
+        def load() -> None:
+            # a new connection per request, so the proxy spreads them over the replicas
+            with httpx.Client(base_url=url, timeout=10, headers={"connection": "close"}) as c:
+                while not stop.is_set():
+                    try:
+                        status: int | str = c.post(
+                            "/predict/cancer-prod", json={"instances": rows}
+                        ).status_code
+                    except httpx.TransportError as exc:
+                        status = f"{type(exc).__name__}: {exc}"
+                    seen.append((time.monotonic(), status))
+
+        threads = [threading.Thread(target=load) for _ in range(LOAD_THREADS)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_for(lambda: len(seen) > 60, what="load through the proxy")
+            killed = time.monotonic()
+            replicas[0].kill()
+            wait_for(lambda: sum(t > killed + 1 for t, _ in seen) > 60, what="load after kill")
+
+            # A change made through the proxy (some live replica) reaches both survivors.
+            with httpx.Client(base_url=url, timeout=30, headers={"connection": "close"}) as c:
+                assert c.patch("/api/deployments/cancer-prod", json={"version": 2}).is_success
+            survivors = [httpx.Client(base_url=r.url, timeout=10) for r in replicas[1:]]
+            try:
+                wait_for(
+                    lambda: all(_version(s, rows) == 2 for s in survivors),
+                    timeout=10,
+                    what="version 2 on both survivors",
+                )
+                # And one made on a given replica reaches the other.
+                assert (
+                    survivors[0]
+                    .post("/api/deployments/cancer-prod/rollback", json={})
+                    .json()["version"]
+                    == 1
+                )
+                wait_for(lambda: _version(survivors[1], rows) == 1, timeout=10, what="rollback")
+            finally:
+                for client in survivors:
+                    client.close()
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+    before = [s for t, s in seen if t < killed]
+    after = [s for t, s in seen if t > killed + 1]
+    assert set(before) == {200}
+    # Only requests in flight on the killed replica at that instant can fail.
+    during = [s for t, s in seen if killed <= t <= killed + 1 and s != 200]
+    print(
+        f"replicas: {len(before)} before the kill, {len(during)} failed at it, {len(after)} after"
+    )
+    assert len(during) <= LOAD_THREADS, during
+    assert set(after) == {200}, sorted(set(map(str, after)))

@@ -1,0 +1,125 @@
+"""Blue-green switch and hold, and the promotion gates a rollout sets for itself."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from slipway.local import Registry
+from slipway.validation.checks import Check, Report, StageResult
+from slipway.validation.reports import save_report
+
+from .conftest import predict_version, rows, start_server, wait_for
+
+
+def _status(http: httpx.Client) -> dict:
+    return http.get("/api/deployments/cancer-prod/rollout").json()
+
+
+def test_bluegreen_switches_at_once_and_holds_blue_for_an_instant_switch_back(
+    registry: Registry, cancer
+) -> None:
+    server, loads = start_server(registry)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            x = rows(cancer)
+            body = {"version": 2, "strategy": "bluegreen", "hold_s": 3600}
+            assert http.post("/api/deployments/cancer-prod/rollout", json=body).status_code == 201
+            assert [predict_version(http, x) for _ in range(10)] == [1] * 10  # green is warm only
+            switched = http.post("/api/deployments/cancer-prod/rollout/promote", json={})
+            assert switched.status_code == 200, switched.text
+            assert switched.json()["status"] == "running" and switched.json()["step"] == 1
+            assert [predict_version(http, x) for _ in range(10)] == [2] * 10
+            status = _status(http)
+            assert status["events"][0]["kind"] == "switched"
+            time.sleep(0.6)  # controller ticks: the hold keeps the rollout open
+            assert _status(http)["rollout"]["status"] == "running"
+            loaded = loads.count
+            back = http.post("/api/deployments/cancer-prod/rollout/abort", json={})
+            assert back.status_code == 200, back.text
+            assert [predict_version(http, x) for _ in range(10)] == [1] * 10
+            assert loads.count == loaded  # blue was still warm: no load
+            assert http.get("/api/deployments/cancer-prod").json()["version"] == 1
+            # A short hold: the controller closes the rollout as promoted once it has passed.
+            body = {"version": 2, "strategy": "bluegreen", "hold_s": 0.5}
+            assert http.post("/api/deployments/cancer-prod/rollout", json=body).status_code == 201
+            http.post("/api/deployments/cancer-prod/rollout/promote", json={}).raise_for_status()
+            wait_for(lambda: _status(http)["rollout"]["status"] == "promoted", what="hold end")
+            assert predict_version(http, x) == 2
+    finally:
+        server.stop()
+
+
+def test_a_bluegreen_switch_can_require_a_passing_validation_report(
+    registry: Registry, cancer
+) -> None:
+    server, _ = start_server(registry)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            body = {"version": 2, "strategy": "bluegreen", "require_validation": True}
+            assert http.post("/api/deployments/cancer-prod/rollout", json=body).status_code == 201
+            refused = http.post("/api/deployments/cancer-prod/rollout/promote", json={})
+            assert refused.status_code == 409
+            assert "no validation report" in refused.json()["error"]
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ")
+            gate = Check("accuracy", 0.61, ">= 0.9", "fail")
+            failing = Report(
+                "cancer", 2, "default", None, now, [StageResult("quality", True, [gate])]
+            )
+            assert not save_report(registry.store, failing, "<html></html>").passed
+            refused = http.post("/api/deployments/cancer-prod/rollout/promote", json={})
+            assert refused.status_code == 409 and "failed" in refused.json()["error"]
+            gate = Check("accuracy", 0.95, ">= 0.9", "pass")
+            passing = Report(
+                "cancer", 2, "default", None, now, [StageResult("quality", True, [gate])]
+            )
+            assert save_report(registry.store, passing, "<html></html>").passed
+            assert http.post("/api/deployments/cancer-prod/rollout/promote", json={}).is_success
+            assert predict_version(http, rows(cancer)) == 2
+    finally:
+        server.stop()
+
+
+def test_a_shadow_is_promoted_only_on_enough_agreeing_evidence(registry: Registry, cancer) -> None:
+    server, _ = start_server(registry)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            x, _ = cancer
+            body = {
+                "version": 2,
+                "strategy": "shadow",
+                "min_shadow_agreement": 0.8,
+                "min_shadow_samples": 40,
+            }
+            started = http.post("/api/deployments/cancer-prod/rollout", json=body)
+            assert started.status_code == 201, started.text
+            early = http.post("/api/deployments/cancer-prod/rollout/promote", json={})
+            assert early.status_code == 409 and "compared 0 requests" in early.json()["error"]
+            for i in range(60):
+                http.post("/predict/cancer-prod", json={"instances": [x[i].tolist()]})
+            wait_for(
+                lambda: (_status(http).get("shadow") or {}).get("mirrored", 0) >= 40,
+                what="shadow comparisons",
+            )
+            promoted = http.post("/api/deployments/cancer-prod/rollout/promote", json={})
+            assert promoted.status_code == 200, promoted.text
+            assert predict_version(http, rows(cancer)) == 2
+    finally:
+        server.stop()
+
+
+def test_gate_settings_are_checked(registry: Registry, cancer) -> None:
+    server, _ = start_server(registry)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            for body, message in [
+                ({"version": 2, "strategy": "canary", "hold_s": 5}, "bluegreen"),
+                ({"version": 2, "strategy": "bluegreen", "hold_s": -1}, "hold_s"),
+                ({"version": 2, "strategy": "canary", "min_shadow_agreement": 0.9}, "shadow"),
+                ({"version": 2, "strategy": "shadow", "min_shadow_agreement": 2}, "[0, 1]"),
+            ]:
+                answer = http.post("/api/deployments/cancer-prod/rollout", json=body)
+                assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+    finally:
+        server.stop()

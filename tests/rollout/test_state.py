@@ -1,0 +1,179 @@
+"""Rollout state, the lease, deployment history and the controller, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from slipway.errors import InvalidInput, VersionConflict
+from slipway.registry.records import Signature, TensorSpec
+from slipway.registry.store import SqlStore
+from slipway.rollout import actions
+from slipway.rollout.analysis import GateConfig
+from slipway.rollout.controller import RolloutController
+from slipway.rollout.evidence import EvidenceCollector
+from slipway.rollout.policy import RolloutConfig
+from slipway.rollout.state import RolloutStore
+
+SIGNATURE = Signature(
+    inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, 4])],
+    outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1])],
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(store_url: str, clock: Clock) -> Iterator[SqlStore]:
+    with SqlStore(store_url, clock=clock) as store:
+        for i in range(3):
+            store.register_version(
+                "m", format="onnx", digest=f"{i:02x}" * 32, size=1, signature=SIGNATURE
+            )
+        store.create_deployment("d", "m", 1)
+        yield store
+
+
+def test_start_puts_the_split_in_the_deployment_and_end_removes_it(store: SqlStore) -> None:
+    generation = store.get_deployment("d").generation
+    config = RolloutConfig(steps=[10, 40], routing_key="X-User-Id")
+    rollout = actions.start(store, "d", 2, config, actor="ana")
+    record = store.get_deployment("d")
+    assert record.traffic is not None
+    assert (record.traffic.candidate, record.traffic.weight) == (2, 10.0)
+    assert record.traffic.routing_key == "x-user-id"
+    assert record.generation == generation + 1
+    with pytest.raises(VersionConflict):
+        actions.start(store, "d", 3, config)
+    with pytest.raises(InvalidInput):
+        actions.start(store, "d", 1, config)  # already stable
+    RolloutStore(store).set_step(rollout.id, 1)
+    assert store.get_deployment("d").traffic.weight == 40.0  # type: ignore[union-attr]
+    paused = actions.pause(store, "d")
+    assert paused.status == "paused"
+    actions.resume(store, "d")
+    ended = actions.abort(store, "d")
+    assert ended.status == "aborted"
+    after = store.get_deployment("d")
+    assert after.traffic is None and after.version == 1
+    kinds = [e.kind for e in RolloutStore(store).events(rollout.id)]
+    assert kinds == ["aborted", "running", "paused", "advanced", "started"]
+
+
+def test_rollback_without_a_rollout_returns_to_the_previous_version(store: SqlStore) -> None:
+    with pytest.raises(InvalidInput):
+        actions.rollback(store, "d")
+    store.set_deployment_version("d", 2)
+    record = actions.rollback(store, "d")
+    assert (record.version, record.previous_version) == (1, 2)
+
+
+def test_history_says_what_served_at_any_time(store: SqlStore, clock: Clock) -> None:
+    created = clock.now
+    clock.advance(60)
+    store.set_deployment_version("d", 2)
+    clock.advance(60)
+    actions.start(store, "d", 3, RolloutConfig())
+    actions.promote(store, "d")
+    clock.advance(60)
+    actions.rollback(store, "d")
+    assert store.deployment_version_at("d", created - dt.timedelta(seconds=1)) is None
+    assert store.deployment_version_at("d", created + dt.timedelta(seconds=30)) == 1
+    assert store.deployment_version_at("d", created + dt.timedelta(seconds=90)) == 2
+    assert store.deployment_version_at("d", created + dt.timedelta(seconds=150)) == 3
+    assert store.deployment_version_at("d", clock.now) == 2
+
+
+def test_the_lease_has_one_holder_until_it_expires(store: SqlStore, clock: Clock) -> None:
+    rollouts = RolloutStore(store)
+    assert rollouts.acquire_lease("c", "a", 10)
+    assert not rollouts.acquire_lease("c", "b", 10)
+    assert rollouts.acquire_lease("c", "a", 10)  # renew
+    clock.advance(11)
+    assert rollouts.acquire_lease("c", "b", 10)
+    assert not rollouts.acquire_lease("c", "a", 10)
+    rollouts.release_lease("c", "b")
+    assert rollouts.acquire_lease("c", "a", 10)
+
+
+def _serve(store: SqlStore, rollout_id: int, traffic: dict[int, tuple[int, int, float]]) -> None:
+    """Flush one replica window: version → (requests, errors, latency seconds)."""
+    collector = EvidenceCollector(rng=random.Random(1))
+    rng = random.Random(2)
+    import numpy as np
+
+    for version, (requests, errors, latency) in traffic.items():
+        for i in range(requests):
+            scores = np.array([rng.betavariate(2, 5)], dtype=np.float32)
+            collector.observe(rollout_id, version, i < errors, latency, {"y": scores}, None)
+    windows, served = collector.drain()
+    RolloutStore(store).add_windows("replica-1", windows, served)
+
+
+GATES = GateConfig(min_samples=50, min_output_samples=30)
+
+
+def test_controller_waits_then_advances_then_promotes(store: SqlStore, clock: Clock) -> None:
+    rollout = actions.start(
+        store, "d", 2, RolloutConfig(steps=[10, 50], interval_s=30, gates=GATES)
+    )
+    controller = RolloutController(store, holder="a")
+    other = RolloutController(store, holder="b")
+    _serve(store, rollout.id, {1: (200, 0, 0.002), 2: (10, 0, 0.002)})
+    assert [d.action for _, d in controller.tick()] == ["wait"]
+    assert other.tick() == []  # "a" holds the lease
+    _serve(store, rollout.id, {1: (200, 0, 0.002), 2: (100, 0, 0.002)})
+    assert [d.action for _, d in controller.tick()] == ["wait"]  # interval not over
+    clock.advance(31)
+    assert [d.action for _, d in controller.tick()] == ["advance"]
+    assert store.get_deployment("d").traffic.weight == 50.0  # type: ignore[union-attr]
+    clock.advance(1)
+    _serve(store, rollout.id, {1: (100, 0, 0.002), 2: (100, 0, 0.002)})
+    clock.advance(31)
+    # A restarted controller (a new object, same database) picks up where the last one stopped.
+    restarted = RolloutController(store, holder="a")
+    assert [d.action for _, d in restarted.tick()] == ["promote"]
+    record = store.get_deployment("d")
+    assert (record.version, record.previous_version, record.traffic) == (2, 1, None)
+    state = RolloutStore(store)
+    assert state.get(rollout.id).status == "promoted"
+    events = state.events(rollout.id)
+    assert [e.kind for e in events][:2] == ["promoted", "advanced"]
+    checks = events[0].data["analysis"]["checks"]  # type: ignore[index]
+    assert {c["name"] for c in checks} >= {"error_rate", "p99_latency", "output_psi"}
+    assert all(c["threshold"] is not None for c in checks)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [pytest.param((200, 40, 0.002), id="errors"), pytest.param((200, 0, 0.2), id="slow")],
+)
+def test_controller_rolls_a_bad_candidate_back(
+    store: SqlStore, clock: Clock, bad: tuple[int, int, float]
+) -> None:
+    rollout = actions.start(
+        store, "d", 2, RolloutConfig(steps=[10, 50], interval_s=30, gates=GATES)
+    )
+    _serve(store, rollout.id, {1: (400, 0, 0.002), 2: bad})
+    decisions = RolloutController(store, holder="a").tick()
+    assert [d.action for _, d in decisions] == ["rollback"]
+    record = store.get_deployment("d")
+    assert (record.version, record.traffic) == (1, None)
+    assert RolloutStore(store).get(rollout.id).status == "rolled_back"

@@ -1,0 +1,185 @@
+"""Open Inference Protocol V2 over real HTTP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def v2_body(rows: np.ndarray, **extra: object) -> dict[str, object]:
+    return {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": rows.ravel().tolist(),
+            }
+        ],
+        **extra,
+    }
+
+
+def test_health_and_server_metadata(http) -> None:
+    assert http.get("/v2/health/live").json() == {"live": True}
+    ready = http.get("/v2/health/ready")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    meta = http.get("/v2").json()
+    assert meta["name"] == "slipway" and "version" in meta
+
+
+def test_model_metadata_and_ready(http) -> None:
+    meta = http.get("/v2/models/cancer-prod").json()
+    assert meta["name"] == "cancer-prod"
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 30]}]
+    assert {o["name"] for o in meta["outputs"]} == {"label", "probabilities"}
+    assert http.get("/v2/models/cancer-prod/ready").status_code == 200
+    assert http.get("/v2/models/cancer-prod/versions/1/ready").status_code == 200
+    assert http.get("/v2/models/cancer-prod/versions/1").json()["parameters"]["version"] == 1
+    assert http.get("/v2/models/nope/ready").status_code == 404
+
+
+def test_infer_matches_estimator(http, cancer, cancer_models) -> None:
+    x, _ = cancer
+    rows = x[:5]
+    response = http.post("/v2/models/cancer-prod/infer", json=v2_body(rows, id="req-7"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == "req-7"
+    assert body["model_name"] == "cancer-prod" and body["model_version"] == "1"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["label"]["datatype"] == "INT64" and outputs["label"]["shape"] == [5]
+    assert outputs["label"]["data"] == cancer_models[0].predict(rows).tolist()
+    proba = np.array(outputs["probabilities"]["data"]).reshape(outputs["probabilities"]["shape"])
+    np.testing.assert_allclose(proba, cancer_models[0].predict_proba(rows), atol=1e-4)
+
+
+def test_infer_nested_data_fp64_and_requested_outputs(http, cancer, cancer_models) -> None:
+    x, _ = cancer
+    rows = x[:2].astype(np.float64)
+    body = {
+        "inputs": [{"name": "input", "shape": [2, 30], "datatype": "FP64", "data": rows.tolist()}],
+        "outputs": [{"name": "label"}],
+    }
+    response = http.post("/v2/models/cancer-prod/infer", json=body)
+    assert response.status_code == 200, response.text
+    outputs = response.json()["outputs"]
+    assert [o["name"] for o in outputs] == ["label"]
+    assert outputs[0]["data"] == cancer_models[0].predict(x[:2]).tolist()
+
+
+def test_infer_explicit_version_served_for_rollback(
+    http, registry, server, cancer, cancer_models
+) -> None:
+    import time
+
+    registry.store.set_deployment_version("cancer-prod", 2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if (
+            http.post("/v2/models/cancer-prod/infer", json=v2_body(cancer[0][:1])).json()[
+                "model_version"
+            ]
+            == "2"
+        ):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the server did not pick up version 2")
+    # version 1 stays loaded and addressable: it is the rollback target
+    old = http.post("/v2/models/cancer-prod/versions/1/infer", json=v2_body(cancer[0][:3]))
+    assert old.status_code == 200 and old.json()["model_version"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        pytest.param(b"{not json", 400, "not valid JSON", id="bad-json"),
+        pytest.param(b'{"inputs": []}', 400, "no inputs", id="no-inputs"),
+        pytest.param(
+            b'{"inputs":[{"name":"input","shape":[1,30],"datatype":"FP32","data":[1,2]}]}',
+            400,
+            "needs 30 values",
+            id="short-data",
+        ),
+        pytest.param(
+            b'{"inputs":[{"name":"input","shape":[100000000,30],"datatype":"FP32","data":[1]}]}',
+            413,
+            "rows",
+            id="shape-promises-too-much",
+        ),
+        pytest.param(
+            b'{"inputs":[{"name":"input","shape":[1,2],"datatype":"FP32","data":[1,2]}]}',
+            400,
+            "shape",
+            id="wrong-width",
+        ),
+        pytest.param(
+            b'{"inputs":[{"name":"other","shape":[1,30],"datatype":"FP32","data":'
+            + str([0.0] * 30).encode()
+            + b"}]}",
+            400,
+            "missing input",
+            id="wrong-name",
+        ),
+        pytest.param(
+            b'{"inputs":[{"name":"input","shape":[1,1],"datatype":"FP99","data":[1]}]}',
+            400,
+            "unknown datatype",
+            id="bad-datatype",
+        ),
+        pytest.param(
+            b'{"inputs":[{"name":"input","shape":[1,1],"datatype":"FP32","data":["x"]}]}',
+            400,
+            "does not fit",
+            id="string-in-fp32",
+        ),
+        pytest.param(
+            b'{"inputs":[{"name":"input","shape":[1,30],"datatype":"FP32","data":'
+            + str([0.0] * 30).encode()
+            + b'}],"outputs":[{"name":"nope"}]}',
+            400,
+            "unknown output",
+            id="unknown-output",
+        ),
+    ],
+)
+def test_bad_requests_get_4xx_json_and_server_keeps_serving(
+    http, cancer, body, status, fragment
+) -> None:
+    response = http.post(
+        "/v2/models/cancer-prod/infer", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]
+    ok = http.post("/v2/models/cancer-prod/infer", json=v2_body(cancer[0][:1]))
+    assert ok.status_code == 200
+
+
+def test_unknown_model_and_route(http) -> None:
+    response = http.post("/v2/models/ghost/infer", json={"inputs": []})
+    assert response.status_code == 404
+    assert "ghost" in response.json()["error"]
+    assert http.get("/nowhere").status_code == 404
+
+
+def test_v2_client_library_shape(http, cancer) -> None:
+    """The exact body the tritonclient/kserve HTTP clients send (flat data, parameters)."""
+    x, _ = cancer
+    body = {
+        "id": "42",
+        "parameters": {"binary_data_output": False},
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [1, 30],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": None},
+                "data": x[0].tolist(),
+            }
+        ],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": False}}],
+    }
+    response = http.post("/v2/models/cancer-prod/infer", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["shape"] == [1, 2]

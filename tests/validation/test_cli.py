@@ -1,0 +1,72 @@
+"""``slipway validate`` as a CI pipeline calls it: a real process, exit codes, JUnit, HTML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from slipway.local import Registry
+from slipway.validation.reports import latest_report
+
+from ..test_cli import slipway
+
+POLICY = """name: ci
+against: cancer-prod
+integration: {rows: 40}
+quality:
+  accuracy: {max_worse: 0.02}
+"""
+
+
+def test_validate_exits_non_zero_when_a_required_gate_fails(
+    registry: Registry, holdout_csv: Path, tmp_path: Path
+) -> None:
+    home = registry.settings.home
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    junit, page = tmp_path / "junit.xml", tmp_path / "report.html"
+    args = ["--data", str(holdout_csv), "--policy", str(policy), "--junit", str(junit)]
+    bad = slipway(home, "validate", "cancer@2", *args, "--html", str(page))
+    assert bad.returncode == 12, bad.stderr
+    assert "accuracy vs production" in bad.stderr
+    assert "<failure" in junit.read_text() and 'name="accuracy vs production"' in junit.read_text()
+    html = page.read_text()
+    assert "FAILED" in html and "<svg" in html and "confusion matrix" in html
+    report = tmp_path / "report.json"
+    good = slipway(home, "validate", "cancer@3", *args, "--json", str(report))
+    assert good.returncode == 0, good.stderr + good.stdout
+    stages = json.loads(report.read_text())["stages"]
+    assert [s["stage"] for s in stages] == ["contract", "quality", "integration"]
+    assert "<failure" not in junit.read_text()
+    stored = latest_report(registry.store, "cancer", 3)
+    assert stored is not None and stored.passed and stored.policy == "ci"
+
+
+def test_a_parquet_holdout_reads_like_its_csv_and_validates(
+    registry: Registry, holdout_csv: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from slipway.validation.holdout import read_holdout
+    from tests.runtimes.frameworks import require
+
+    pa = require("pyarrow")
+    import pyarrow.parquet as pq
+
+    from_csv = read_holdout(holdout_csv, "label")
+    table = {name: from_csv.features[:, i] for i, name in enumerate(from_csv.columns)}
+    table["label"] = from_csv.labels
+    path = tmp_path / "holdout.parquet"
+    pq.write_table(pa.table(table), path)
+    from_parquet = read_holdout(path, "label")
+    assert from_parquet.columns == from_csv.columns
+    np.testing.assert_array_equal(from_parquet.features, from_csv.features)
+    np.testing.assert_array_equal(from_parquet.labels, from_csv.labels)
+    home = registry.settings.home
+    done = slipway(home, "validate", "cancer@3", "--data", str(path))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert latest_report(registry.store, "cancer", 3) is not None
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    refused = slipway(home, "validate", "cancer@3", "--data", str(broken))
+    assert refused.returncode == 2 and "Parquet" in refused.stderr

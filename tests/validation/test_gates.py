@@ -1,0 +1,198 @@
+"""Contract and quality gates on real models, and the stored report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slipway.errors import InvalidInput
+from slipway.local import Registry
+from slipway.validation.holdout import Holdout, read_holdout
+from slipway.validation.pipeline import Serve, Validation
+from slipway.validation.policy import parse_policy
+from slipway.validation.reports import latest_report, list_reports, save_report
+
+GATES = """
+name: gates
+label: label
+against: cancer-prod
+integration: null
+quality:
+  accuracy: {min: 0.8, max_worse: 0.02}
+  roc_auc: {min: 0.9}
+"""
+
+
+def run(registry: Registry, version: int, holdout: Holdout, serve: Serve, text: str):
+    return Validation(
+        store=registry.store,
+        artifacts=registry.artifacts,
+        candidate=registry.store.get_version("cancer", version),
+        holdout=holdout,
+        policy=parse_policy(text),
+        serve=serve,
+    ).run()
+
+
+def test_a_candidate_worse_than_production_fails_the_relative_gate(registry, holdout, serve):
+    report = run(registry, 2, holdout, serve, GATES)
+    quality = {s.stage: s for s in report.stages}["quality"]
+    verdicts = {c.name: c.verdict for c in quality.checks}
+    assert verdicts["accuracy vs production"] == "fail"
+    assert verdicts["accuracy"] == "pass"  # above the absolute floor, yet worse than production
+    assert not report.passed
+    assert report.failed_required() == ["quality: accuracy vs production"]
+
+
+def test_a_candidate_as_good_as_production_passes(registry, holdout, serve):
+    report = run(registry, 3, holdout, serve, GATES)
+    assert report.passed, report.failed_required()
+    stages = {s.stage: s for s in report.stages}
+    metrics = {c.name: c.value for c in stages["quality"].checks}
+    assert metrics["accuracy"] > 0.9 and "f1[0]" in metrics and "recall[1]" in metrics
+    assert stages["quality"].data["confusion"] and stages["quality"].data["roc"]["fpr"]
+
+
+def test_contract_refuses_a_holdout_of_the_wrong_width(registry, tmp_path, serve):
+    path = tmp_path / "narrow.csv"
+    path.write_text("a,b,label\n1,2,0\n3,4,1\n")
+    report = run(registry, 1, read_holdout(path, "label"), serve, GATES)
+    assert [s.stage for s in report.stages] == ["contract"]
+    assert report.failed_required() == ["contract: columns match the signature"]
+
+
+def test_contract_checks_nan_as_the_policy_declares(registry, holdout, serve):
+    features = holdout.features.copy()
+    features[0, 3] = np.nan
+    holed = Holdout(holdout.columns, features, holdout.labels, [])
+    strict = run(registry, 1, holed, serve, GATES)
+    assert "contract: rows with NaN/Inf" in strict.failed_required()
+    lenient = run(registry, 1, holed, serve, GATES + "contract: {allow_nan: true}\n")
+    checks = {c.name: c for c in lenient.stages[0].checks}
+    assert "NaN/Inf rows answered with finite outputs" in checks
+
+
+def test_reports_are_stored_on_the_version_and_attached_as_evidence(registry, holdout, serve):
+    from slipway.governance.approvals import list_reports as evidence
+
+    failing = run(registry, 2, holdout, serve, GATES)
+    assert latest_report(registry.store, "cancer", 2) is None
+    stored = save_report(registry.store, failing, "<html></html>", actor="ci")
+    latest = latest_report(registry.store, "cancer", 2)
+    assert latest is not None and latest.id == stored.id and not latest.passed
+    assert latest.report["stages"][0]["stage"] == "contract"
+    assert [r.id for r in list_reports(registry.store, "cancer", 2)] == [stored.id]
+    [attached] = evidence(registry.store, "cancer", 2)
+    assert (attached.kind, attached.name, attached.passed) == ("validation", "gates", False)
+    assert latest_report(registry.store, "cancer", 2, policy="other") is None
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        pytest.param("quality: {accuracy: {minimum: 1}}", "minimum", id="unknown-field"),
+        pytest.param("required: [contract, vibes]", "vibes", id="unknown-stage"),
+        pytest.param("[1, 2]", "mapping", id="not-a-mapping"),
+        pytest.param("a: [", "YAML", id="bad-yaml"),
+    ],
+)
+def test_malformed_policies_are_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_policy(text)
+
+
+def test_a_metric_the_model_lacks_is_refused(registry, holdout, serve):
+    report = run(registry, 1, holdout, serve, "integration: null\nquality: {rmse: {max: 1}}")
+    quality = report.stages[1]
+    assert quality.checks[0].verdict == "fail" and "rmse" in quality.checks[0].detail
+
+
+def test_a_holdout_without_its_label_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(InvalidInput, match="no label column 'label'"):
+        read_holdout(path, "label")
+
+
+def test_the_approval_rule_reads_the_stored_validation_report(registry, holdout, serve):
+    from slipway.governance.approvals import list_reports as evidence
+    from slipway.governance.approvals import set_policy
+    from slipway.governance.evidence import unmet
+
+    policy = parse_policy(GATES + "approvals: 2\n")
+    rule = set_policy(registry.store, "cancer", policy.approval_policy(), actor="ci")
+    assert (rule.approvals, rule.require_validation) == (2, True)
+    assert unmet(rule, evidence(registry.store, "cancer", 3)) == ["a passing validation report"]
+    save_report(registry.store, run(registry, 3, holdout, serve, GATES), "", actor="ci")
+    assert unmet(rule, evidence(registry.store, "cancer", 3)) == []
+    save_report(registry.store, run(registry, 2, holdout, serve, GATES), "", actor="ci")
+    assert unmet(rule, evidence(registry.store, "cancer", 2)) == [
+        "validation report 'gates' failed"
+    ]
+
+
+def test_without_against_the_models_production_deployment_is_production(registry, holdout, serve):
+    from slipway.governance import approvals
+
+    request = approvals.request_promotion(registry.store, "cancer-prod", "cancer", 1, actor="dora")
+    approvals.decide(registry.store, request.id, approve=True, actor="abe")
+    registry.store.update_deployment("cancer-prod", production=True, actor="dora")
+    report = run(registry, 2, holdout, serve, GATES.replace("against: cancer-prod\n", ""))
+    assert report.against == "cancer@1 (deployment cancer-prod)"
+    assert report.failed_required() == ["quality: accuracy vs production"]
+
+
+def test_a_model_with_several_inputs_is_validated_over_v2(registry, tmp_path, serve):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    # y = [a0, a1, a2, b] @ w: a [-1, 3] and b [-1] (made [-1, 1]) concatenated.
+    weights = np.array([[0.5], [-1.0], [2.0], [3.0]], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Unsqueeze", ["b", "axes"], ["b2"]),
+            helper.make_node("Concat", ["a", "b2"], ["x"], axis=1),
+            helper.make_node("MatMul", ["x", "w"], ["y"]),
+        ],
+        "two_inputs",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, 3]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [None]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.array([1]), "axes")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "two.onnx"
+    onnx.save(model, path)
+    version = registry.register_onnx("sum", path)
+    registry.store.create_deployment("sum-prod", "sum", version.number)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    holdout = Holdout(["a0", "a1", "a2", "b"], x.astype(np.float64), x @ weights[:, 0], [])
+    policy = "integration: {rows: 60}\nquality:\n  r2: {min: 0.999}\n  rmse: {max: 0.001}\n"
+    report = Validation(
+        store=registry.store,
+        artifacts=registry.artifacts,
+        candidate=version,
+        holdout=holdout,
+        policy=parse_policy(policy),
+        serve=serve,
+    ).run()
+    assert report.passed, report.failed_required()
+    stages = {s.stage: {c.name: c for c in s.checks} for s in report.stages}
+    assert stages["contract"]["columns match the signature"].verdict == "pass"
+    assert stages["integration"]["v2 answers equal the runtime's"].value == 60
+    assert stages["integration"]["predict answers equal the runtime's"].verdict == "info"
+    wrong = Holdout(["a0", "a1"], x[:, :2].astype(np.float64), x[:, 0], [])
+    refused = Validation(
+        store=registry.store,
+        artifacts=registry.artifacts,
+        candidate=version,
+        holdout=wrong,
+        policy=parse_policy(policy),
+        serve=serve,
+    ).run()
+    assert not refused.passed

@@ -1,0 +1,155 @@
+"""Integration, performance and shadow stages through a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from slipway.local import Registry
+from slipway.packaging.hooks import load_hooks
+from slipway.validation.holdout import Holdout
+from slipway.validation.pipeline import Serve, Validation
+from slipway.validation.policy import parse_policy
+
+ONLY_SERVING = "contract: null\nquality: null\n"
+
+
+def run(registry: Registry, version: int, holdout: Holdout, serve: Serve, text: str, **kw):
+    return Validation(
+        store=registry.store,
+        artifacts=registry.artifacts,
+        candidate=registry.store.get_version("cancer", version),
+        holdout=holdout,
+        policy=parse_policy(text),
+        serve=serve,
+        **kw,
+    ).run()
+
+
+def handler(tmp_path: Path, code: str):
+    path = tmp_path / "handler.py"
+    path.write_text("import numpy as np\nimport time\n\n" + code)
+    return load_hooks(path, name=f"handler_{abs(hash(code))}")
+
+
+def test_served_answers_equal_the_runtimes_and_hooks_may_add_outputs(
+    registry, holdout, serve, tmp_path
+):
+    hooks = handler(
+        tmp_path,
+        "def postprocess(outputs):\n"
+        "    return {**outputs, 'risk': outputs['probabilities'][:, 1:] * 100}\n",
+    )
+    report = run(registry, 1, holdout, serve, ONLY_SERVING, hooks=hooks)
+    [integration] = report.stages
+    assert integration.passed, integration.checks
+    assert [c.value for c in integration.checks] == [holdout.rows, holdout.rows]
+
+
+def test_a_postprocess_hook_that_corrupts_outputs_fails_integration(
+    registry, holdout, serve, tmp_path
+):
+    hooks = handler(
+        tmp_path,
+        "def postprocess(outputs):\n"
+        "    label = outputs['label'].copy()\n"
+        "    label[::7] = 1 - label[::7]\n"
+        "    return {**outputs, 'label': label}\n",
+    )
+    report = run(registry, 1, holdout, serve, ONLY_SERVING, hooks=hooks)
+    [integration] = report.stages
+    assert [c.verdict for c in integration.checks] == ["fail", "fail"]
+    assert "rows differ" in integration.checks[0].detail
+    assert report.failed_required() == [
+        "integration: v2 answers equal the runtime's",
+        "integration: predict answers equal the runtime's",
+    ]
+
+
+PERFORMANCE = (
+    ONLY_SERVING
+    + """integration: null
+performance:
+  rates: [10]
+  duration_s: 2
+  sla: {p95_ms: 180, error_rate: 0}
+"""
+)
+
+
+def test_a_candidate_slower_than_the_sla_fails_the_performance_gate(
+    registry, holdout, serve, tmp_path
+):
+    fast = run(registry, 1, holdout, serve, PERFORMANCE)
+    assert fast.passed, fast.stages[0].checks
+    # The same model made slow for real: its preprocess hook takes 200 ms per request.
+    slow_hooks = handler(
+        tmp_path, "def preprocess(request):\n    time.sleep(0.2)\n    return request\n"
+    )
+    slow = run(registry, 1, holdout, serve, PERFORMANCE, hooks=slow_hooks)
+    checks = {c.name: c for c in slow.stages[0].checks}
+    assert checks["p95 latency ms @10/s"].verdict == "fail"
+    assert float(checks["p95 latency ms @10/s"].value) >= 200
+    assert slow.stages[0].data["runs"][0]["sent"] == 20
+
+
+def write_requests(path: Path, holdout: Holdout, rows: int = 60) -> Path:
+    with path.open("w") as handle:
+        for i in range(0, rows, 3):
+            handle.write(json.dumps({"instances": holdout.features[i : i + 3].tolist()}) + "\n")
+    return path
+
+
+def test_a_candidate_that_disagrees_with_production_fails_the_shadow_gate(
+    registry, holdout, serve, tmp_path
+):
+    write_requests(tmp_path / "requests.jsonl", holdout, rows=holdout.rows)
+    text = ONLY_SERVING + (
+        "integration: null\nagainst: cancer-prod\n"
+        "shadow: {requests: requests.jsonl, min_agreement: 0.99}\n"
+    )
+    same = run(registry, 3, holdout, serve, text, base_dir=tmp_path)
+    assert same.passed, same.stages[0].checks
+    assert {c.name: c.value for c in same.stages[0].checks}["agreement"] == 1.0
+    different = run(registry, 2, holdout, serve, text, base_dir=tmp_path)
+    checks = {c.name: c for c in different.stages[0].checks}
+    assert checks["agreement"].verdict == "fail"
+    assert 0.5 < float(checks["agreement"].value) < 0.99
+    assert different.stages[0].data["diffs"]
+
+
+def test_shadow_replays_production_requests_from_the_audit_log(registry, holdout, serve):
+    import httpx
+
+    from slipway.registry.records import InferencePolicy
+    from slipway.server import BackgroundServer
+    from slipway.validation.wire import v2_body
+
+    registry.store.update_deployment("cancer-prod", inference=InferencePolicy(payload="full"))
+    rows = holdout.features.astype("float32")
+    with (
+        BackgroundServer(registry.settings) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        while client.get("/v2/models/cancer-prod/ready").status_code != 200:
+            time.sleep(0.05)
+        for i in range(0, 60, 6):  # production traffic on both routes
+            part = rows[i : i + 6]
+            assert client.post("/predict/cancer-prod", json={"instances": part.tolist()}).is_success
+            assert client.post(
+                "/v2/models/cancer-prod/infer",
+                content=v2_body({"input": part}),
+                headers={"content-type": "application/json"},
+            ).is_success
+    text = ONLY_SERVING + (
+        "integration: null\nagainst: cancer-prod\nshadow: {requests: audit, min_agreement: 0.99}\n"
+    )
+    different = run(registry, 2, holdout, serve, text)
+    [shadow] = different.stages
+    assert shadow.data["requests"] == 20 and shadow.data["source"] == "audit log of cancer-prod"
+    checks = {c.name: c for c in shadow.checks}
+    assert checks["request errors"].verdict == "pass"
+    assert checks["agreement"].verdict == "fail"
+    same = run(registry, 3, holdout, serve, text)
+    assert same.passed, same.stages[0].checks
