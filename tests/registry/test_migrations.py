@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from slipway.errors import SchemaTooNew
 from slipway.registry.db import metadata
-from slipway.registry.migrations import SCRIPT_LOCATION, head_revision, migrate
+from slipway.registry.migrations import HEAD, SCRIPT_LOCATION, head_revision, migrate
 from slipway.registry.store import SqlStore
 
 from .samples import DIGEST, SIGNATURE
@@ -139,3 +139,25 @@ def test_concurrent_first_open_migrates_once(store_url: str) -> None:
         thread.join()
     assert errors == []
     assert _revision(store_url) == (head_revision(),)
+
+
+def test_head_constant_names_the_newest_revision() -> None:
+    assert head_revision() == HEAD
+
+
+def test_opening_an_up_to_date_store_does_not_import_alembic(tmp_path: Path) -> None:
+    # Every CLI command and server opens the store: at HEAD it costs one query, no Alembic.
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    SqlStore(url).close()  # created and migrated here
+    script = (
+        "import sys\n"
+        "from slipway.registry.store import SqlStore\n"
+        f"SqlStore({url!r}).close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

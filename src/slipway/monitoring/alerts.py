@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 import msgspec
 
 from slipway.errors import InvalidInput
@@ -349,6 +348,8 @@ class WebhookSender:
 
     async def deliver(self, url: str, event: AlertEvent) -> bool:
         """One event to one URL, with retries; True when a 2xx came back."""
+        import httpx  # here: a server without webhooks never loads it
+
         body = msgspec.json.encode({"event": event})
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
             for attempt in range(self.retries + 1):

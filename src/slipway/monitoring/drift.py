@@ -182,8 +182,11 @@ def ks_counts(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]
     """Two-sample KS statistic and p-value from two count vectors over the same ordered bins.
 
     The CDFs are compared at the bin edges only, so the statistic is at most the raw-sample one
-    (equal when every value sits on an edge); the p-value is ``scipy``'s asymptotic one for the
-    two sample sizes, as ``ks_2samp(..., method="asymp")``.
+    (equal when every value sits on an edge). The p-value is the limiting Kolmogorov
+    distribution at Stephens' corrected ``(sqrt(en) + 0.12 + 0.11 / sqrt(en)) * d``, ``en`` the
+    effective sample size: within a few percent of ``ks_2samp(..., method="asymp")`` where
+    verdicts are made, from ``scipy.special`` (a serving process's drift checks then never load
+    ``scipy.stats``: 80 MiB and most of a second, taken from requests in flight).
     """
     ref = np.asarray(reference, dtype=np.float64)
     cur = np.asarray(current, dtype=np.float64)
@@ -191,22 +194,24 @@ def ks_counts(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]
     if n == 0 or m == 0:
         return 0.0, 1.0
     d = float(np.max(np.abs(np.cumsum(ref) / n - np.cumsum(cur) / m)))
-    en = n * m / (n + m)
-    from scipy import stats  # imported on first use: it costs a replica ~1 s at start
+    root = math.sqrt(n * m / (n + m))
+    from scipy import special  # on first use: start-up time and memory of replicas without it
 
-    return d, float(stats.kstwo.sf(d, max(1, round(en))))
+    return d, float(special.kolmogorov((root + 0.12 + 0.11 / root) * d))
 
 
 def chi2_counts(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
-    """Chi-squared test of homogeneity on a 2 x K table (bins empty in both are dropped)."""
+    """Chi-squared test of homogeneity on a 2 x K table (bins empty in both are dropped): the
+    statistic and p-value of ``scipy.stats.chi2_contingency(table, correction=False)``."""
     table = np.vstack([reference, current]).astype(np.float64)
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
         return 0.0, 1.0
-    from scipy import stats
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    statistic = float(np.sum((table - expected) ** 2 / expected))
+    from scipy import special
 
-    result = stats.chi2_contingency(table, correction=False)
-    return float(result.statistic), float(result.pvalue)
+    return statistic, float(special.chdtrc(table.shape[1] - 1, statistic))
 
 
 def wasserstein_counts(

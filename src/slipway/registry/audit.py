@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -114,6 +115,21 @@ def _linked(seq: int, prev: str, entries: Sequence[AuditEntry]) -> list[tuple[in
     return out
 
 
+def _sqlite_rows(seq: int, prev: str, entries: Sequence[AuditEntry]) -> Iterator[tuple[Any, ...]]:
+    """The ``audit_records`` rows of ``entries`` for SQLite, linked after record ``seq`` with
+    hash ``prev``, made lazily (see :func:`append`)."""
+    prev_bytes = bytes.fromhex(prev)
+    for e in entries:
+        seq += 1
+        digest = hashlib.sha256(prev_bytes + canonical_record(seq, e)).digest()
+        hex_digest = digest.hex()
+        yield (
+            seq, e.at.astimezone(dt.UTC).strftime(_SQLITE_DATETIME), e.kind, e.action, e.actor,
+            e.subject, e.deployment, e.request_id, e.data, prev, hex_digest,
+        )  # fmt: skip
+        prev, prev_bytes = hex_digest, digest
+
+
 def chain(seq: int, prev: str, entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
     """The ``audit_records`` rows of ``entries`` linked after record ``seq`` with hash ``prev``."""
     return [
@@ -136,28 +152,15 @@ def append(session: Session, entries: Sequence[AuditEntry]) -> int:
     if connection.dialect.name == "sqlite":
         # Prediction records are appended by the thousand: SQLAlchemy's per-row parameter
         # processing cost about as much as the insert itself, so SQLite gets the rows as plain
-        # tuples, timestamps in the text form SQLAlchemy's SQLite DATETIME reads back.
-        connection.exec_driver_sql(
-            _SQLITE_INSERT,
-            [
-                (
-                    number,
-                    e.at.astimezone(dt.UTC).strftime(_SQLITE_DATETIME),
-                    e.kind,
-                    e.action,
-                    e.actor,
-                    e.subject,
-                    e.deployment,
-                    e.request_id,
-                    e.data,
-                    before,
-                    digest,
-                )  # fmt: skip
-                for e, (number, before, digest) in zip(
-                    entries, _linked(seq, prev, entries), strict=True
-                )
-            ],
-        )
+        # tuples, timestamps in the text form SQLAlchemy's SQLite DATETIME reads back. The rows
+        # are made one at a time as the driver asks for them: sqlite3 lets go of the GIL while
+        # it inserts each, so the event loop gets it back every few microseconds instead of
+        # waiting out a switch interval behind the whole batch's Python work.
+        cursor = cast(sqlite3.Cursor, connection.connection.cursor())
+        try:
+            cursor.executemany(_SQLITE_INSERT, _sqlite_rows(seq, prev, entries))
+        finally:
+            cursor.close()
     else:
         # Core executemany: no ORM bookkeeping
         connection.execute(insert(_AUDIT_TABLE), chain(seq, prev, entries))

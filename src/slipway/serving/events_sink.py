@@ -28,13 +28,16 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
 import msgspec
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
 from slipway.runtimes.base import v2_datatype
+
+if TYPE_CHECKING:  # imported by start(): a server without a sink never loads it
+    import httpx
 
 log = logging.getLogger("slipway.serving.events")
 
@@ -170,6 +173,8 @@ class CloudEventsSink:
 
     def start(self) -> None:
         if self._task is None:
+            import httpx
+
             self._client = self._client or httpx.AsyncClient(timeout=10.0)
             self._wakeup = asyncio.Event()
             self._stopping = False
@@ -214,6 +219,8 @@ class CloudEventsSink:
         if not batch:
             return
         assert self._client is not None
+        import httpx  # loaded by start() already
+
         try:
             if self.mode == "batch":
                 await self._send_batch(batch)
