@@ -125,3 +125,30 @@ def test_live_monitor_drops_and_counts_when_its_queue_is_full() -> None:
         == 2.0
     )
     assert monitor.evaluate()[("dep", 1)].rows == 3
+
+
+def test_live_monitor_captures_at_most_its_rate_per_deployment() -> None:
+    now = [100.0]
+    monitor = LiveMonitor(
+        queue_size=100,
+        capture_per_s=3,
+        window=WindowConfig(kind="rows", size=100),
+        clock=lambda: now[0],
+    )
+
+    class Record:
+        number, digest, model, profile = 1, "d", "m", _profile(np.random.default_rng(7))
+
+    request = {"x": np.zeros((1, 2)), "colour": np.array(["a"])}
+    for _ in range(5):
+        monitor.offer("dep", _Loaded(Record), request, {})
+        monitor.offer("other", _Loaded(Record), request, {})
+    assert monitor.sampled_out == 4 and monitor.dropped == 0  # 3 of 5 each, 6 queued
+
+    now[0] = 100.5  # the same second: still spent
+    monitor.offer("dep", _Loaded(Record), request, {})
+    assert monitor.sampled_out == 5
+    now[0] = 101.0  # a new second, a new budget
+    monitor.offer("dep", _Loaded(Record), request, {})
+    assert monitor.fold_pending() == 7
+    assert monitor.evaluate()[("dep", 1)].rows == 4

@@ -63,12 +63,19 @@ class LiveMonitor:
         metrics: ServingMetrics | None = None,
         *,
         queue_size: int = 10000,
+        capture_per_s: float = 0.0,
         window: WindowConfig | None = None,
         policy: drift.DriftPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics
         self.queue_size = queue_size
+        # At most this many requests a second per deployment go to the drift windows (0: all):
+        # under load a steady sample says as much about drift as every request, at a fraction
+        # of the folding cost. Requests past the budget are counted in ``sampled_out``.
+        self.capture_per_s = capture_per_s
+        self.sampled_out = 0
+        self._budgets: dict[str, list[float]] = {}  # deployment -> [second ends at, left]
         self.window = window or WindowConfig()
         self.policy = policy or drift.DriftPolicy()
         self.clock = clock
@@ -88,10 +95,19 @@ class LiveMonitor:
         """Queue one request's inputs and outputs for the drift windows; never blocks."""
         if not self.enabled:
             return
+        at = self.clock()
+        if self.capture_per_s > 0:
+            budget = self._budgets.get(deployment)
+            if budget is None or at >= budget[0]:
+                budget = self._budgets[deployment] = [at + 1.0, self.capture_per_s]
+            if budget[1] < 1:
+                self.sampled_out += 1
+                return
+            budget[1] -= 1
         if len(self._pending) >= self.queue_size:
             self.dropped += 1  # published by fold_pending: a plain int here costs nothing
             return
-        self._pending.append((deployment, loaded.record, inputs, outputs, self.clock()))
+        self._pending.append((deployment, loaded.record, inputs, outputs, at))
 
     def fold_pending(self, limit: int | None = None) -> int:
         """Move up to ``limit`` queued requests (all: None) into the windows, one
