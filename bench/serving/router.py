@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from run import (  # noqa: E402  (the sibling benchmark's helpers)
+    WARMUP_S,
     BenchError,
     ensure_wrk,
     fit_models,
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             server = slipway_child(home, work)
             try:
                 server.wait_ready()
+                for name in DEPLOYMENTS:  # warm-up, not recorded: past the first monitor tick
+                    url = f"http://127.0.0.1:{server.port}/predict/{name}"
+                    run_wrk(wrk, url, body, args.connections, -(-WARMUP_S // len(DEPLOYMENTS)))
                 runs: dict[str, list[Any]] = {name: [] for name in DEPLOYMENTS}
                 for _ in range(2):
                     for name in DEPLOYMENTS:
