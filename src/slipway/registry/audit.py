@@ -101,42 +101,36 @@ def lock_head(session: Session) -> tuple[int, str]:
     return head(session)
 
 
-def _linked(seq: int, prev: str, entries: Sequence[AuditEntry]) -> list[tuple[int, str, str]]:
-    """``(seq, prev_hash, hash)`` of each of ``entries`` linked after record ``seq`` with hash
-    ``prev``: :func:`chain_hash` with the previous digest kept as bytes between records."""
-    out = []
+def _linked(
+    seq: int, prev: str, entries: Sequence[AuditEntry]
+) -> Iterator[tuple[AuditEntry, int, str, str]]:
+    """``(entry, seq, prev_hash, hash)`` for each of ``entries`` linked after record ``seq``
+    with hash ``prev`` (:func:`chain_hash`, the previous digest kept as bytes between records),
+    made one at a time as the caller asks."""
     prev_bytes = bytes.fromhex(prev)
     for entry in entries:
         seq += 1
         digest = hashlib.sha256(prev_bytes + canonical_record(seq, entry)).digest()
         hex_digest = digest.hex()
-        out.append((seq, prev, hex_digest))
+        yield entry, seq, prev, hex_digest
         prev, prev_bytes = hex_digest, digest
-    return out
 
 
 def _sqlite_rows(seq: int, prev: str, entries: Sequence[AuditEntry]) -> Iterator[tuple[Any, ...]]:
     """The ``audit_records`` rows of ``entries`` for SQLite, linked after record ``seq`` with
     hash ``prev``, made lazily (see :func:`append`)."""
-    prev_bytes = bytes.fromhex(prev)
-    for e in entries:
-        seq += 1
-        digest = hashlib.sha256(prev_bytes + canonical_record(seq, e)).digest()
-        hex_digest = digest.hex()
+    for e, number, before, digest in _linked(seq, prev, entries):
         yield (
-            seq, e.at.astimezone(dt.UTC).strftime(_SQLITE_DATETIME), e.kind, e.action, e.actor,
-            e.subject, e.deployment, e.request_id, e.data, prev, hex_digest,
+            number, e.at.astimezone(dt.UTC).strftime(_SQLITE_DATETIME), e.kind, e.action,
+            e.actor, e.subject, e.deployment, e.request_id, e.data, before, digest,
         )  # fmt: skip
-        prev, prev_bytes = hex_digest, digest
 
 
 def chain(seq: int, prev: str, entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
     """The ``audit_records`` rows of ``entries`` linked after record ``seq`` with hash ``prev``."""
     return [
         {**msgspec.structs.asdict(entry), "seq": number, "prev_hash": before, "hash": digest}
-        for entry, (number, before, digest) in zip(
-            entries, _linked(seq, prev, entries), strict=True
-        )
+        for entry, number, before, digest in _linked(seq, prev, entries)
     ]
 
 

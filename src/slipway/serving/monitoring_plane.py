@@ -124,8 +124,9 @@ class MonitoringPlane:
             await asyncio.sleep(FOLD_INTERVAL_S)
             try:
                 await self.fold()
-            except Exception:  # a window bug must not stop capture; the tick reports it too
+            except Exception:  # a window bug must not stop capture
                 log.exception("folding captured requests failed")
+                await asyncio.sleep(self.settings.monitor_interval_s)  # not a log line per slice
 
     async def fold(self) -> None:
         """Fold what is captured into the drift windows in slices, yielding between them. At
