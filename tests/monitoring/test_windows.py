@@ -128,8 +128,14 @@ def test_live_monitor_drops_and_counts_when_its_queue_is_full() -> None:
 
 
 def test_live_monitor_captures_at_most_its_rate_per_deployment() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from slipway.monitoring.metrics import ServingMetrics
+
+    metrics = ServingMetrics(CollectorRegistry(), process=False, gpu=False)
     now = [100.0]
     monitor = LiveMonitor(
+        metrics,
         queue_size=100,
         capture_per_s=3,
         window=WindowConfig(kind="rows", size=100),
@@ -150,5 +156,6 @@ def test_live_monitor_captures_at_most_its_rate_per_deployment() -> None:
     assert monitor.sampled_out == 5
     now[0] = 101.0  # a new second, a new budget
     monitor.offer("dep", _Loaded(Record), request, {})
-    assert monitor.fold_pending() == 7
+    assert monitor.fold_pending() == 7  # publishes the skipped ones
+    assert metrics.registry.get_sample_value("slipway_drift_capture_skipped_requests_total") == 5
     assert monitor.evaluate()[("dep", 1)].rows == 4

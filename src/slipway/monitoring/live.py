@@ -72,7 +72,8 @@ class LiveMonitor:
         self.queue_size = queue_size
         # At most this many requests a second per deployment go to the drift windows (0: all):
         # under load a steady sample says as much about drift as every request, at a fraction
-        # of the folding cost. Requests past the budget are counted in ``sampled_out``.
+        # of the folding cost. Requests past the budget are counted in ``sampled_out``
+        # (published by fold_pending as slipway_drift_capture_skipped_requests_total).
         self.capture_per_s = capture_per_s
         self.sampled_out = 0
         self._budgets: dict[str, list[float]] = {}  # deployment -> [second ends at, left]
@@ -90,6 +91,8 @@ class LiveMonitor:
         self._lock = threading.Lock()
         self.latest: dict[Key, VersionDrift] = {}
         self._drop_counter = metrics.side_dropped.labels("drift_capture") if metrics else None
+        self._skip_counter = metrics.drift_not_captured if metrics else None
+        self._skips_published = 0
 
     def offer(self, deployment: str, loaded: Any, inputs: Any, outputs: Any) -> None:
         """Queue one request's inputs and outputs for the drift windows; never blocks."""
@@ -115,6 +118,9 @@ class LiveMonitor:
         if self._drop_counter is not None and self.dropped > self._drops_published:
             self._drop_counter.inc(self.dropped - self._drops_published)
             self._drops_published = self.dropped
+        if self._skip_counter is not None and self.sampled_out > self._skips_published:
+            self._skip_counter.inc(self.sampled_out - self._skips_published)
+            self._skips_published = self.sampled_out
         groups: dict[Key, list[tuple[VersionRecord, Any, Any, float]]] = {}
         taken = 0
         while limit is None or taken < limit:

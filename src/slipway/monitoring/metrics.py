@@ -142,6 +142,11 @@ class ServingMetrics:
             ["queue"],
             registry=r,
         )
+        self.drift_not_captured = Counter(
+            "slipway_drift_capture_skipped_requests",
+            "Requests not captured for the drift windows: past the capture budget a second.",
+            registry=r,
+        )
         drift = ["deployment", "version", "feature"]
         self.drift_score = Gauge(
             "slipway_drift_score",
