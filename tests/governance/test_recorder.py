@@ -117,6 +117,38 @@ def test_stopping_during_a_write_neither_loses_nor_repeats_records(store: SqlSto
     assert audit.verify(store).ok
 
 
+def test_batches_linked_ahead_stay_one_chain_when_another_writer_appends(
+    store: SqlStore,
+) -> None:
+    """After its first write the recorder links each batch to the head it left (SQLite, on the
+    event loop); a control-plane record appended meanwhile makes it link the batch again."""
+    from slipway.governance.sessions import writing
+    from slipway.registry.audit import record_event
+
+    recorder = PredictionRecorder(store, lambda name: None, batch_size=150)
+
+    async def batch(n: int) -> None:
+        for i in range(n):
+            recorder.record("d", 1, "ok", 0.001, b'{"i": %d}' % i, b"{}", request_id=f"r{i}")
+        await recorder.flush()
+
+    asyncio.run(batch(3))
+    asyncio.run(batch(150))  # linked ahead; more rows than one INSERT statement takes
+    with writing(store) as session:
+        record_event(
+            session, at=store.clock(), kind="token.issued", subject="identity:x", actor="x",
+            data={},
+        )  # fmt: skip
+    asyncio.run(batch(70))  # linked ahead against a head that has moved: linked again
+    asyncio.run(batch(5))
+    records = audit.query(store, limit=1000)
+    assert len(records) == 3 + 150 + 1 + 70 + 5
+    assert sorted(r.seq for r in records) == list(range(1, len(records) + 1))
+    assert recorder.written._value.get() == 228
+    report = audit.verify(store)
+    assert report.ok, report
+
+
 def test_predictions_through_the_server_are_audited(client, gov_registry, cancer) -> None:
     http = client()
     body = v2_body(cancer[0][:2], id="v2-id-1")

@@ -18,6 +18,7 @@ import collections
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import logging
 import random
 import secrets
@@ -31,7 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from slipway.errors import InvalidInput, Overloaded
 from slipway.governance.sessions import writing
-from slipway.registry.audit import AuditEntry, append, canonical_json
+from slipway.registry.audit import AuditEntry, SqliteRow, append, canonical_json, sqlite_rows
 from slipway.registry.records import DeploymentRecord, InferencePolicy
 from slipway.registry.store import SqlStore
 
@@ -84,6 +85,10 @@ class PredictionRecorder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._replica = secrets.token_hex(4)
+        # The chain head this recorder's last write left, to link the next batch against on
+        # the event loop (SQLite); None before the first write and after a failed one.
+        self._head: tuple[int, str] | None = None
+        self._sqlite = store.engine.dialect.name == "sqlite"
         self._counter = 0
         registry = registry or CollectorRegistry()
         self.dropped = Counter(
@@ -193,9 +198,11 @@ class PredictionRecorder:
         meanwhile wait for the next flush, so a busy server writes full batches every
         ``flush_interval_s`` instead of a trickle of small transactions (each a disk sync).
 
-        The records are built on the event loop in small slices, yielding between them, and
-        only the transaction runs on a thread: Python work on a thread holds the GIL for up to
-        the interpreter's switch interval at a time, stalling every request behind it.
+        The records are built, and on SQLite linked into the chain after the head this recorder
+        wrote last, on the event loop in small slices, yielding between them; only the
+        transaction runs on a thread. Python work on a thread holds the GIL for up to the
+        interpreter's switch interval at a time, stalling every request behind it, while the
+        database's own work there lets go of it.
         """
         remaining = len(self._queue)
         while remaining > 0 and self._queue:
@@ -209,7 +216,15 @@ class PredictionRecorder:
                 for start in range(0, len(batch), _SLICE):
                     entries.extend(self.entry(*item[:-1]) for item in batch[start : start + _SLICE])
                     await asyncio.sleep(0)
-                await asyncio.to_thread(self.append, entries)
+                linked = None
+                if self._head is not None and self._sqlite:
+                    rows: list[SqliteRow] = []
+                    making = sqlite_rows(*self._head, entries)
+                    while len(rows) < len(entries):
+                        rows.extend(itertools.islice(making, _SLICE))
+                        await asyncio.sleep(0)
+                    linked = (self._head, rows)
+                await asyncio.to_thread(self.append, entries, linked)
             except Exception:
                 self._queue.extendleft(reversed(batch))
                 self._bytes += size
@@ -219,10 +234,17 @@ class PredictionRecorder:
         """Append a batch of queued items to the chain in one transaction (blocking)."""
         self.append([self.entry(*item[:-1]) for item in batch])
 
-    def append(self, entries: list[AuditEntry]) -> None:
-        """Append built records to the chain in one transaction (blocking)."""
+    def append(
+        self,
+        entries: list[AuditEntry],
+        linked: tuple[tuple[int, str], list[SqliteRow]] | None = None,
+    ) -> None:
+        """Append built records to the chain in one transaction (blocking); ``linked``: their
+        SQLite rows linked after an expected head (see :func:`slipway.registry.audit.append`)."""
+        self._head = None  # unknown until this commits
         with writing(self.store) as session:
-            append(session, entries)
+            written = append(session, entries, linked)
+        self._head = written
         self.written.inc(len(entries))
 
     def entry(

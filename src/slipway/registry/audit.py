@@ -12,7 +12,9 @@ chain without forks. Reading, verifying, querying and purging live in
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import itertools
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
@@ -29,10 +31,9 @@ _COLUMNS = (
     "seq", "at", "kind", "action", "actor", "subject", "deployment", "request_id", "data",
     "prev_hash", "hash",
 )  # fmt: skip
-_SQLITE_INSERT = (
-    f"INSERT INTO audit_records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-)
-_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for SQLite DATETIME
+# Rows per INSERT statement: 64 x 11 parameters stays far below SQLite's variable limit.
+_ROWS_PER_INSERT = 64
+SqliteRow = tuple[Any, ...]
 # Any constant works; it only has to differ from the migration lock's key.
 _PG_AUDIT_LOCK_KEY = 0x5_11_94_A8
 
@@ -57,7 +58,14 @@ def canonical_json(value: Any) -> str:
 
 def canonical_record(seq: int, entry: AuditEntry) -> bytes:
     """The bytes that are hashed for record ``seq``."""
-    at = entry.at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    return _canonical(seq, _utc_iso(entry.at), entry)
+
+
+def _utc_iso(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _canonical(seq: int, at: str, entry: AuditEntry) -> bytes:
     return msgspec.json.encode(
         [
             seq,
@@ -103,26 +111,31 @@ def lock_head(session: Session) -> tuple[int, str]:
 
 def _linked(
     seq: int, prev: str, entries: Sequence[AuditEntry]
-) -> Iterator[tuple[AuditEntry, int, str, str]]:
-    """``(entry, seq, prev_hash, hash)`` for each of ``entries`` linked after record ``seq``
-    with hash ``prev`` (:func:`chain_hash`, the previous digest kept as bytes between records),
-    made one at a time as the caller asks."""
+) -> Iterator[tuple[AuditEntry, int, str, str, str]]:
+    """``(entry, seq, prev_hash, hash, at)`` for each of ``entries`` linked after record ``seq``
+    with hash ``prev`` (:func:`chain_hash`, the previous digest kept as bytes between records;
+    ``at``: the record's time as hashed, ISO 8601 in UTC), made one at a time as the caller
+    asks."""
     prev_bytes = bytes.fromhex(prev)
     for entry in entries:
         seq += 1
-        digest = hashlib.sha256(prev_bytes + canonical_record(seq, entry)).digest()
+        at = _utc_iso(entry.at)
+        digest = hashlib.sha256(prev_bytes + _canonical(seq, at, entry)).digest()
         hex_digest = digest.hex()
-        yield entry, seq, prev, hex_digest
+        yield entry, seq, prev, hex_digest, at
         prev, prev_bytes = hex_digest, digest
 
 
-def _sqlite_rows(seq: int, prev: str, entries: Sequence[AuditEntry]) -> Iterator[tuple[Any, ...]]:
+def sqlite_rows(seq: int, prev: str, entries: Sequence[AuditEntry]) -> Iterator[SqliteRow]:
     """The ``audit_records`` rows of ``entries`` for SQLite, linked after record ``seq`` with
-    hash ``prev``, made lazily (see :func:`append`)."""
-    for e, number, before, digest in _linked(seq, prev, entries):
+    hash ``prev``, made one at a time as the caller asks (a caller on the event loop takes
+    them a slice at a time)."""
+    for e, number, before, digest, at in _linked(seq, prev, entries):
+        # SQLAlchemy's text form of a SQLite DATETIME, "%Y-%m-%d %H:%M:%S.%f", cut from the ISO
+        # text (strftime cost more than the rest of the row)
         yield (
-            number, e.at.astimezone(dt.UTC).strftime(_SQLITE_DATETIME), e.kind, e.action,
-            e.actor, e.subject, e.deployment, e.request_id, e.data, before, digest,
+            number, f"{at[:10]} {at[11:26]}", e.kind, e.action, e.actor, e.subject,
+            e.deployment, e.request_id, e.data, before, digest,
         )  # fmt: skip
 
 
@@ -130,35 +143,55 @@ def chain(seq: int, prev: str, entries: Sequence[AuditEntry]) -> list[dict[str, 
     """The ``audit_records`` rows of ``entries`` linked after record ``seq`` with hash ``prev``."""
     return [
         {**msgspec.structs.asdict(entry), "seq": number, "prev_hash": before, "hash": digest}
-        for entry, number, before, digest in _linked(seq, prev, entries)
+        for entry, number, before, digest, _ in _linked(seq, prev, entries)
     ]
 
 
-def append(session: Session, entries: Sequence[AuditEntry]) -> int:
-    """Append ``entries`` to the chain in the caller's transaction; return the last seq.
+def append(
+    session: Session,
+    entries: Sequence[AuditEntry],
+    linked: tuple[tuple[int, str], Sequence[SqliteRow]] | None = None,
+) -> tuple[int, str]:
+    """Append ``entries`` to the chain in the caller's transaction; return the new head
+    ``(seq, hash)``.
 
+    ``linked`` (SQLite): ``(head, rows)``, the rows of ``entries`` already linked (by
+    :func:`sqlite_rows`) after the head the caller expects. They are inserted as they are when
+    that is still the head, and linked again here when another writer appended meanwhile.
     Take this last in a transaction: it holds the chain lock until commit.
     """
     seq, prev = lock_head(session)
     if not entries:
-        return seq
+        return seq, prev
     connection = session.connection()
     if connection.dialect.name == "sqlite":
-        # Prediction records are appended by the thousand: SQLAlchemy's per-row parameter
-        # processing cost about as much as the insert itself, so SQLite gets the rows as plain
-        # tuples, timestamps in the text form SQLAlchemy's SQLite DATETIME reads back. The rows
-        # are made one at a time as the driver asks for them: sqlite3 lets go of the GIL while
-        # it inserts each, so the event loop gets it back every few microseconds instead of
-        # waiting out a switch interval behind the whole batch's Python work.
+        # Prediction records are appended by the thousand. SQLAlchemy's per-row parameter
+        # processing cost about as much as the insert itself, so SQLite gets plain tuples; and
+        # many rows to a statement, because sqlite3 lets go of the GIL and takes it back around
+        # every statement it steps: per row, that hand-off cost more than the insert, on a
+        # server whose event loop wants the GIL back all the time.
+        rows = linked[1] if linked is not None and linked[0] == (seq, prev) else None
+        if rows is None or len(rows) != len(entries):
+            rows = list(sqlite_rows(seq, prev, entries))
         cursor = cast(sqlite3.Cursor, connection.connection.cursor())
         try:
-            cursor.executemany(_SQLITE_INSERT, _sqlite_rows(seq, prev, entries))
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                part = rows[start : start + _ROWS_PER_INSERT]
+                cursor.execute(_sqlite_insert(len(part)), list(itertools.chain.from_iterable(part)))
         finally:
             cursor.close()
-    else:
-        # Core executemany: no ORM bookkeeping
-        connection.execute(insert(_AUDIT_TABLE), chain(seq, prev, entries))
-    return seq + len(entries)
+        return int(rows[-1][0]), str(rows[-1][-1])
+    # Core executemany: no ORM bookkeeping
+    values = chain(seq, prev, entries)
+    connection.execute(insert(_AUDIT_TABLE), values)
+    return int(values[-1]["seq"]), str(values[-1]["hash"])
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_insert(rows: int) -> str:
+    """``INSERT INTO audit_records (...) VALUES (?, ...), (?, ...), ...`` for ``rows`` rows."""
+    one = f"({', '.join('?' * len(_COLUMNS))})"
+    return f"INSERT INTO audit_records ({', '.join(_COLUMNS)}) VALUES {', '.join([one] * rows)}"
 
 
 def control_entry(
