@@ -149,6 +149,53 @@ def test_batches_linked_ahead_stay_one_chain_when_another_writer_appends(
     assert report.ok, report
 
 
+def test_a_failed_write_is_retried_with_the_records_built_meanwhile(tmp_path) -> None:
+    """While the database refuses a batch, records keep being built ahead of it; once it
+    accepts again, every record is written once, in one unbroken chain."""
+    import sqlite3
+
+    store = SqlStore(f"sqlite:///{tmp_path}/registry.db")
+    database = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
+    recorder = PredictionRecorder(store, lambda name: None, batch_size=20, flush_interval_s=0.02)
+
+    async def until(condition, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.01)
+
+    def record(n: int, name: str = "r") -> None:
+        for i in range(n):
+            recorder.record("d", 1, "ok", 0.001, b"{}", b"{}", request_id=f"{name}{i}")
+
+    async def scenario() -> None:
+        recorder.start()
+        record(10)
+        await until(lambda: recorder.written._value.get() == 10)
+        database.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_records WHEN NEW.request_id = 'x0'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        record(1, "x")
+        record(30, "a")
+        await asyncio.sleep(0.2)  # several failed attempts
+        record(30, "b")  # built behind the refused batch
+        await asyncio.sleep(0.1)
+        assert recorder.written._value.get() == 10 and recorder.queued == 61
+        database.execute("DROP TRIGGER refuse")
+        await until(lambda: recorder.queued == 0)
+        await recorder.stop()
+
+    asyncio.run(scenario())
+    records = audit.query(store, kind="prediction", limit=1000)
+    assert sorted(r.request_id for r in records) == sorted(
+        [f"r{i}" for i in range(10)] + ["x0"] + [f"a{i}" for i in range(30)]
+        + [f"b{i}" for i in range(30)]
+    )  # fmt: skip
+    assert sorted(r.seq for r in records) == list(range(1, 72))
+    assert audit.verify(store).ok
+
+
 def test_predictions_through_the_server_are_audited(client, gov_registry, cancer) -> None:
     http = client()
     body = v2_body(cancer[0][:2], id="v2-id-1")
