@@ -140,8 +140,13 @@ class PredictionRecorder:
                 raise Overloaded("the audit log queue")
             self.dropped.inc()
             return
+        if request_id is None and headers:
+            # Now rather than when the record is built: the queue then holds no reference to
+            # the request's header list, a container the collector would have to track until
+            # the record is written (full collections, and their pauses, come with it).
+            request_id = _header(headers, b"x-request-id")
         queue.append(
-            (time.time(), deployment, version, outcome, latency_s, request, response, headers,
+            (time.time(), deployment, version, outcome, latency_s, request, response, None,
              actor, request_id, trace_id, size)
         )  # fmt: skip
         self._bytes += size

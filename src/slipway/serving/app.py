@@ -46,6 +46,8 @@ from slipway.settings import Settings
 
 log = logging.getLogger("slipway.serving")
 _T = TypeVar("_T")
+# New objects between two young-generation collections in a server process (CPython: 700).
+GC_YOUNG_THRESHOLD = 20_000
 
 _NOT_FOUND = codec.encode_json({"error": "no such route; see /api/openapi.json and /v2"})
 _LIVE = codec.encode_json({"live": True})
@@ -143,6 +145,11 @@ class SlipwayApp:
             # Modules, models and registry state live as long as the process: moving them out
             # of the collector's sight keeps full collections short (they set the p99).
             gc.freeze()
+            # A request's objects die by reference counting, but 64 requests in flight hold
+            # more than the default 700 new objects at once, so the young generation was
+            # collected ~150 times a second for nothing (3-4% of the CPU, measured under
+            # load). Cycles still get collected, in batches of at most this many objects.
+            gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     async def shutdown(self) -> None:
         self.draining = True
