@@ -43,6 +43,40 @@ def test_folded_batches_equal_binning_everything_at_once() -> None:
     assert predictions["score"].n == 900
 
 
+@pytest.mark.parametrize("rows", [1, 7, 256, 500])
+def test_numeric_features_binned_together_count_as_each_on_its_own(rows: int) -> None:
+    """The one-pass binning of every numeric feature gives what ``drift.numeric_counts`` gives
+    each feature: values on the edges (the last one closes its bin), beyond the range, NaN and
+    infinity, integer and float columns."""
+    rng = np.random.default_rng(rows)
+    x = rng.normal(size=(3000, 3))
+    profile = build_profile(
+        {"x": x, "n": rng.integers(0, 5, 3000), "c": rng.choice(np.array(["a", "b"]), 3000)}
+    )
+    numeric = [f for f in profile.features if isinstance(f, NumericProfile)]
+    assert len(numeric) == 4 and len({len(f.edges) for f in numeric}) > 1  # padded widths
+    edges = [np.asarray(f.edges) for f in numeric]
+    live = rng.normal(0.0, 2.0, size=(rows, 3))
+    live[0, :] = [edges[0][0], edges[1][-1], edges[2][3]]  # on the first, last, an inner edge
+    if rows > 2:
+        live[1, :] = [np.nan, np.inf, -np.inf]
+    ints = rng.integers(-2, 8, rows)
+    window = VersionWindow(profile, kind="rows", size=10_000, slots=2)
+    cols = feature_columns(profile, {"x": live, "n": ints, "c": np.array(["a"] * rows)})
+    assert cols is not None
+    window.fold(cols, {}, rows, now=0.0)
+    _, features, _ = window.snapshot(now=0.0)
+    for feature, values in zip(numeric, [live[:, 0], live[:, 1], live[:, 2], ints], strict=True):
+        direct = drift.numeric_counts(feature.edges, values)
+        got = features[feature.name]
+        assert isinstance(got, drift.NumericCounts)
+        assert got.counts.tolist() == direct.counts.tolist(), feature.name
+        assert got.missing == direct.missing
+        assert got.under_sum == pytest.approx(direct.under_sum)
+        assert got.over_sum == pytest.approx(direct.over_sum)
+    assert features["c"] == {"a": rows}
+
+
 def test_time_window_forgets_old_slots() -> None:
     rng = np.random.default_rng(2)
     profile = _profile(rng)

@@ -26,6 +26,7 @@ from slipway.monitoring import drift
 from slipway.registry.records import FeatureProfile, NumericProfile, Profile
 
 WindowKind = Literal["time", "rows"]
+_BLOCK_ROWS = 256  # the most rows binned in one pass over all numeric features
 
 
 class _Sketch:
@@ -47,6 +48,23 @@ class _Sketch:
         self.categories: list[dict[str, int]] = [{} for _ in self.profiles]
         self.unseen_keys = [0] * len(self.profiles)
         self.rows = 0
+        # The numeric features are binned together, in one pass over a rows x features block
+        # (see _add_numeric): one at a time, ten numpy calls each, a fold of 20 captured rows
+        # of 30 features cost ~0.3 ms of the event loop. Their count vectors are views into
+        # one matrix, a row per feature, padded to the widest (edges padded with +inf).
+        self._numeric = [i for i, e in enumerate(self.edges) if e is not None and len(e)]
+        self._others = [i for i in range(len(self.profiles)) if i not in set(self._numeric)]
+        numeric_edges = [self.edges[i] for i in self._numeric]
+        widest = max((len(e) for e in numeric_edges if e is not None), default=0)
+        self._edge_matrix = np.full((len(self._numeric), widest), np.inf)
+        self._sizes = np.zeros(len(self._numeric), dtype=np.int64)
+        self._last = np.zeros(len(self._numeric))
+        self._matrix = np.zeros((len(self._numeric), widest + 1), dtype=np.int64)
+        for row, (i, e) in enumerate(zip(self._numeric, numeric_edges, strict=True)):
+            assert e is not None
+            self._edge_matrix[row, : len(e)] = e
+            self._sizes[row], self._last[row] = len(e), e[-1]
+            self.counts[i] = self._matrix[row, : len(e) + 1]
 
     def clear(self) -> None:
         for counts in self.counts:
@@ -62,7 +80,14 @@ class _Sketch:
     def add(self, columns: Sequence[np.ndarray | None], rows: int) -> None:
         """Fold one batch: ``columns[i]`` is feature i's values (None: not captured)."""
         self.rows += rows
-        for i, values in enumerate(columns):
+        rest: Sequence[int] = range(len(columns))
+        # Many rows: each feature on its own is as fast, without a rows x features x edges mask
+        block = self._numeric_block(columns) if self._numeric and 0 < rows <= _BLOCK_ROWS else None
+        if block is not None:
+            self._add_numeric(block)
+            rest = self._others
+        for i in rest:
+            values = columns[i]
             if values is None:
                 continue
             edges, counts = self.edges[i], self.counts[i]
@@ -76,6 +101,43 @@ class _Sketch:
                 self.over[i] += binned.over_sum
             else:
                 self._add_categories(i, values)
+
+    def _numeric_block(self, columns: Sequence[np.ndarray | None]) -> np.ndarray | None:
+        """The numeric features' columns as one float64 block (rows x features); None when
+        one is missing, not numeric or not 1-D (then each is binned on its own)."""
+        if len(columns) != len(self.profiles):
+            return None
+        picked: list[np.ndarray] = []
+        for i in self._numeric:
+            column = columns[i]
+            if column is None or column.ndim != 1 or column.dtype.kind not in "iufb":
+                return None
+            if picked and len(column) != len(picked[0]):
+                return None
+            picked.append(column)
+        return np.column_stack(picked).astype(np.float64, copy=False)
+
+    def _add_numeric(self, block: np.ndarray) -> None:
+        """``drift.numeric_counts`` for every numeric feature at once, into the count matrix."""
+        finite = np.isfinite(block)
+        # searchsorted(side="right"): how many edges are <= the value (padding never is)
+        slots = (block[:, :, None] >= self._edge_matrix).sum(axis=2)
+        over = slots == self._sizes
+        closing = over & (block == self._last)  # numpy.histogram closes the last bin
+        if closing.any():
+            slots[closing] -= 1
+            over &= ~closing
+        width = self._matrix.shape[1]
+        flat = (slots + np.arange(len(self._numeric)) * width)[finite]
+        self._matrix += np.bincount(flat, minlength=self._matrix.size).reshape(self._matrix.shape)
+        if not finite.all():
+            for row, count in enumerate((~finite).sum(axis=0).tolist()):
+                self.missing[self._numeric[row]] += count
+        for mask, sums in ((slots == 0, self.under), (over, self.over)):
+            mask &= finite
+            if mask.any():
+                for row, total in enumerate(np.where(mask, block, 0.0).sum(axis=0).tolist()):
+                    sums[self._numeric[row]] += total
 
     def _add_categories(self, i: int, values: np.ndarray) -> None:
         if values.dtype.kind in "US":
