@@ -1,13 +1,14 @@
 """Per-replica evidence for running rollouts, collected off the request path.
 
 :meth:`EvidenceCollector.observe` runs once per request of a deployment with a rollout: a few
-integer updates and a reservoir draw, no locks, no I/O (one event loop owns it). A background
-task calls :meth:`drain` every few seconds and writes the windows to the database, where the
-controller sums the windows of every replica.
+integer updates (a reservoir draw now and then), no locks, no I/O (one event loop owns it).
+A background task calls :meth:`drain` every few seconds and writes the windows to the
+database, where the controller sums the windows of every replica.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,8 @@ class _Window:
     latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_EDGES_S) + 1))
     samples: list[tuple[Outputs | None, Outputs]] = field(default_factory=list)  # (in, out)
     seen: int = 0  # requests offered to the reservoir
+    pick: int = 0  # once it is full: the next of them to replace a sample
+    weight: float = 1.0  # Algorithm L's running weight
     profile: Profile | None = None  # the version's reference profile, to name input features
 
 
@@ -93,17 +96,28 @@ class EvidenceCollector:
         if outputs is not None:
             # Reservoir sampling: every request has the same chance to be in the sample.
             window.seen += 1
-            if len(window.samples) < self.max_samples:
-                window.samples.append((inputs, outputs))
-            else:
-                slot = self.rng.randrange(window.seen)
-                if slot < self.max_samples:
-                    window.samples[slot] = (inputs, outputs)
+            samples = window.samples
+            if len(samples) < self.max_samples:
+                samples.append((inputs, outputs))
+                if len(samples) == self.max_samples:
+                    self._schedule(window)
+            elif window.seen == window.pick:
+                samples[self.rng.randrange(self.max_samples)] = (inputs, outputs)
+                self._schedule(window)
         if request_id is not None:
             if len(self._served) < self.max_request_ids:
                 self._served.append((request_id[:128], rollout_id, version))
             else:
                 self.dropped_request_ids += 1
+
+    def _schedule(self, window: _Window) -> None:
+        """Draw which request replaces a sample next (Li's Algorithm L): the same uniform
+        sample as a draw per request, at a draw per replacement, which grow ever rarer."""
+        k = self.max_samples
+        # 1 - random() is in (0, 1]: its logarithm is defined
+        window.weight *= math.exp(math.log(1.0 - self.rng.random()) / k)
+        gap = math.log(1.0 - self.rng.random()) / math.log(max(1.0 - window.weight, 1e-300))
+        window.pick = window.seen + math.floor(gap) + 1
 
     def shadow_stats(self, rollout_id: int, version: int) -> ShadowStats:
         """The shadow comparison being collected for ``version`` of rollout ``rollout_id``."""
