@@ -20,12 +20,15 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from slipway.errors import DeadlineExceeded
 from slipway.rollout.analysis import LATENCY_EDGES_S, latency_bucket, quantile_from_buckets
 
 log = logging.getLogger("slipway.rollout")
 
 Outputs = dict[str, np.ndarray]
-ShadowInfer = Callable[[str, int, Outputs], Awaitable[Outputs]]
+# (deployment, version, inputs, timeout_s) -> outputs; gives up after timeout_s seconds with
+# TimeoutError or DeadlineExceeded (the batch queue's own deadline: no timer task per request).
+ShadowInfer = Callable[[str, int, Outputs, float], Awaitable[Outputs]]
 
 MAX_SEGMENTS = 50
 MAX_DIFFS = 2000
@@ -223,10 +226,8 @@ class ShadowMirror:
             started = time.perf_counter()
             started_ns = time.time_ns()
             try:
-                answer = await asyncio.wait_for(
-                    self._infer(job.deployment, job.version, job.inputs), self.timeout_s
-                )
-            except TimeoutError:
+                answer = await self._infer(job.deployment, job.version, job.inputs, self.timeout_s)
+            except (TimeoutError, DeadlineExceeded):
                 self._stats_for(job.rollout_id, job.version).timeouts += 1
                 self._trace(job, started_ns, "timeout")
                 continue
