@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from slipway.local import Registry
 from slipway.validation.checks import Check, Report, StageResult
@@ -123,3 +124,30 @@ def test_gate_settings_are_checked(registry: Registry, cancer) -> None:
                 assert answer.status_code == 400 and message in answer.json()["error"], answer.text
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("rows", [1, 3, 40])  # 40 rows x 2 columns takes the numpy path
+def test_shadow_comparison_of_small_and_large_answers(rows: int) -> None:
+    import numpy as np
+
+    from slipway.rollout.shadow import compare_outputs
+
+    rng = np.random.default_rng(rows)
+    labels = rng.integers(0, 3, rows)
+    probabilities = rng.random((rows, 2)).astype(np.float32)
+    names = np.array(["a", "b"])[rng.integers(0, 2, rows)]
+    other_labels = labels.copy()
+    other_labels[0] = (labels[0] + 1) % 3  # the first row disagrees
+    other_probabilities = probabilities + rng.normal(0, 0.01, (rows, 2))  # float64 now
+    if rows > 1:
+        other_probabilities[1, 0] = np.nan
+    primary = {"label": labels, "probabilities": probabilities, "name": names}
+    shadow = {"label": other_labels, "probabilities": other_probabilities, "name": names.copy()}
+    class_rows, agree, diffs = compare_outputs(primary, shadow)
+    assert class_rows == 2 * rows and agree == 2 * rows - 1
+    expected = np.abs(probabilities.astype(np.float64) - other_probabilities).max(axis=1)
+    assert len(diffs) == rows
+    np.testing.assert_allclose(diffs, expected)  # NaN where the shadow answered NaN
+    assert compare_outputs({"x": np.zeros((0, 2))}, {"x": np.zeros((0, 2))}) == (0, 0, [])
+    longer = np.concatenate([labels, labels])
+    assert compare_outputs({"x": labels}, {"x": longer}) == (0, 0, [])  # shapes differ
