@@ -151,3 +151,39 @@ def test_shadow_comparison_of_small_and_large_answers(rows: int) -> None:
     assert compare_outputs({"x": np.zeros((0, 2))}, {"x": np.zeros((0, 2))}) == (0, 0, [])
     longer = np.concatenate([labels, labels])
     assert compare_outputs({"x": labels}, {"x": longer}) == (0, 0, [])  # shapes differ
+
+
+def test_mirrored_requests_waiting_together_share_a_model_call() -> None:
+    """Jobs queued at once go to the shadow in one call; each is compared on its own rows."""
+    import asyncio
+
+    import numpy as np
+
+    from slipway.rollout.shadow import ShadowMirror, ShadowStats, report
+
+    calls: list[int] = []
+    stats = ShadowStats()
+
+    async def shadow(deployment: str, version: int, inputs, timeout_s: float):
+        calls.append(len(inputs["x"]))
+        x = inputs["x"]
+        return {"label": (x[:, 0] > 0).astype(np.int64), "score": x[:, 0] * 0.5}
+
+    async def scenario() -> None:
+        mirror = ShadowMirror(shadow, lambda rollout, version: stats, workers=1)
+        mirror.start()
+        for i in range(10):
+            x = np.array([[float(i - 4)]] * (1 + i % 2))  # 1 or 2 rows; i - 4 > 0 for i >= 5
+            primary = {"label": np.ones(len(x), dtype=np.int64), "score": x[:, 0] * 0.5}
+            mirror.offer("d", 1, 2, 1.0, {"x": x}, primary, 0.001, segment=f"s{i % 2}")
+        while stats.rows < 15:
+            await asyncio.sleep(0.01)
+        await mirror.stop()
+
+    asyncio.run(scenario())
+    assert calls == [15]  # one call for ten requests
+    summary = report(stats)
+    assert (summary.mirrored, stats.rows, stats.class_rows) == (10, 15, 15)
+    assert stats.agree == 2 + 1 + 2 + 1 + 2  # the rows of requests 5..9 agree
+    assert summary.diff_max == 0.0
+    assert summary.segments == {"s0": 2 / 5, "s1": 6 / 10}

@@ -158,6 +158,22 @@ def report(stats: ShadowStats) -> ShadowReport:
     )
 
 
+MAX_GROUP = 32  # mirrored requests sent to the shadow in one model call
+
+
+def _rows(inputs: Outputs) -> int:
+    first = next(iter(inputs.values()), None)
+    return 0 if first is None or first.ndim == 0 else int(first.shape[0])
+
+
+def _group_key(job: _Job) -> Any:
+    """Jobs with equal keys can share a model call: same shadow, same inputs but for rows."""
+    shapes = tuple((n, a.dtype.str, a.shape[1:]) for n, a in job.inputs.items() if a.ndim)
+    if len(shapes) != len(job.inputs) or not shapes:
+        return id(job)  # scalars or no inputs: alone
+    return (job.deployment, job.rollout_id, job.version, shapes)
+
+
 class _Job(msgspec.Struct):
     deployment: str
     rollout_id: int
@@ -248,37 +264,71 @@ class ShadowMirror:
 
     async def _work(self) -> None:
         assert self._queue is not None
+        queue = self._queue
         while True:
-            job = await self._queue.get()
-            started = time.perf_counter()
-            started_ns = time.time_ns()
-            try:
-                answer = await self._infer(job.deployment, job.version, job.inputs, self.timeout_s)
-            except (TimeoutError, DeadlineExceeded):
+            # Everything waiting goes to the shadow together, a model call per group: a task
+            # wake-up, a queue entry and a model call per mirrored request cost about as much
+            # as the primary's own work on it.
+            jobs = [await queue.get()]
+            while len(jobs) < MAX_GROUP and not queue.empty():
+                jobs.append(queue.get_nowait())
+            groups: dict[Any, list[_Job]] = {}
+            for job in jobs:
+                groups.setdefault(_group_key(job), []).append(job)
+            for group in groups.values():
+                await self._run_group(group)
+
+    async def _run_group(self, jobs: list[_Job]) -> None:
+        first = jobs[0]
+        started = time.perf_counter()
+        started_ns = time.time_ns()
+        rows = [_rows(job.inputs) for job in jobs]
+        try:
+            if len(jobs) == 1:
+                inputs = first.inputs
+            else:
+                inputs = {n: np.concatenate([job.inputs[n] for job in jobs]) for n in first.inputs}
+            answer = await self._infer(first.deployment, first.version, inputs, self.timeout_s)
+            if len(jobs) > 1 and any(len(v) != sum(rows) for v in answer.values()):
+                raise ValueError(f"the shadow answered other than {sum(rows)} rows")
+        except (TimeoutError, DeadlineExceeded):
+            for job in jobs:
                 self._stats_for(job.rollout_id, job.version).timeouts += 1
                 self._trace(job, started_ns, "timeout")
-                continue
-            except Exception as exc:  # a broken shadow is evidence, not a failure of the server
+            return
+        except Exception as exc:  # a broken shadow is evidence, not a failure of the server
+            for job in jobs:
                 self._stats_for(job.rollout_id, job.version).errors += 1
                 self._trace(job, started_ns, f"{type(exc).__name__}: {exc}")
-                continue
+            return
+        elapsed = time.perf_counter() - started
+        offset = 0
+        for job, count in zip(jobs, rows, strict=True):
+            mine = answer
+            if len(jobs) > 1:
+                mine = {k: v[offset : offset + count] for k, v in answer.items()}
+            offset += count
             self._trace(job, started_ns, None)
-            # Fetched after the wait: the collector may have drained into a new window meanwhile.
-            stats = self._stats_for(job.rollout_id, job.version)
-            stats.shadow_latency[latency_bucket(time.perf_counter() - started)] += 1
-            stats.primary_latency[latency_bucket(job.primary_latency_s)] += 1
-            class_rows, agree, diffs = compare_outputs(job.outputs, answer)
-            stats.rows += next(iter(job.outputs.values())).shape[0] if job.outputs else 0
-            stats.class_rows += class_rows
-            stats.agree += agree
-            if len(stats.diffs) < MAX_DIFFS:
-                stats.diffs.extend(diffs[: MAX_DIFFS - len(stats.diffs)])
-            if job.segment is not None and (
-                job.segment in stats.segments or len(stats.segments) < MAX_SEGMENTS
-            ):
-                have = stats.segments.setdefault(job.segment, [0, 0])
-                have[0] += class_rows
-                have[1] += agree
+            self._record(job, mine, elapsed)
+
+    def _record(self, job: _Job, answer: Outputs, elapsed_s: float) -> None:
+        """Compare one mirrored request's answers and count it."""
+        # Fetched after the wait: the collector may have drained into a new window meanwhile.
+        stats = self._stats_for(job.rollout_id, job.version)
+        stats.shadow_latency[latency_bucket(elapsed_s)] += 1
+        stats.primary_latency[latency_bucket(job.primary_latency_s)] += 1
+        class_rows, agree, diffs = compare_outputs(job.outputs, answer)
+        stats.rows += next(iter(job.outputs.values())).shape[0] if job.outputs else 0
+        stats.class_rows += class_rows
+        stats.agree += agree
+        if len(stats.diffs) < MAX_DIFFS:
+            stats.diffs.extend(diffs[: MAX_DIFFS - len(stats.diffs)])
+        if job.segment is not None and (
+            job.segment in stats.segments or len(stats.segments) < MAX_SEGMENTS
+        ):
+            have = stats.segments.setdefault(job.segment, [0, 0])
+            have[0] += class_rows
+            have[1] += agree
 
     def _trace(self, job: _Job, started_ns: int, error: str | None) -> None:
         if job.trace is not None and self.traced is not None:
