@@ -181,6 +181,48 @@ def test_monitoring_off_captures_nothing(tmp_path: Path, registry, cancer) -> No
         assert monitor.dropped == 0 and monitor.fold_pending() == 0 and not monitor.latest
 
 
+def test_requests_count_under_their_arm_from_the_rollouts_first_request(
+    tmp_path: Path, cancer, cancer_model
+) -> None:
+    """The arm label follows the routing table as soon as it changes, not the next
+    monitoring tick (an hour away here)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from slipway.local import Registry
+
+    from .conftest import monitoring_settings
+
+    x, y = cancer
+    settings = monitoring_settings(tmp_path / "home", monitor_interval_s=3600.0)
+    with Registry(settings) as registry:
+        registry.register_sklearn("cancer", cancer_model, x)
+        registry.register_sklearn("cancer", LogisticRegression(C=0.01, max_iter=2000).fit(x, y), x)
+        registry.store.create_deployment("cancer-prod", "cancer", 1)
+    with (
+        BackgroundServer(settings) as server,
+        httpx.Client(base_url=server.url, headers=admin_headers(settings), timeout=10) as http,
+    ):
+        body = {"version": 2, "strategy": "ab", "weight": 50, "routing_key": "X-User-Id"}
+        assert http.post("/api/deployments/cancer-prod/rollout", json=body).status_code == 201
+        served = {1: 0, 2: 0}
+        for user in range(40):
+            response = http.post(
+                "/v2/models/cancer-prod/infer",
+                json=v2_body(x[user : user + 1]),
+                headers={"X-User-Id": f"u{user}"},
+            )
+            assert response.status_code == 200, response.text
+            served[int(response.json()["model_version"])] += 1
+        assert served[1] and served[2]
+        text = http.get("/metrics").text
+    for arm, version in (("stable", 1), ("candidate", 2)):
+        line = (
+            f'slipway_requests_total{{arm="{arm}",deployment="cancer-prod",outcome="ok",'
+            f'version="{version}"}} {float(served[version])}'
+        )
+        assert line in text, (line, served)
+
+
 def test_business_metric_per_arm_from_feedback_fires_a_floor_alert(
     tmp_path: Path, cancer, cancer_model
 ) -> None:

@@ -85,6 +85,7 @@ class SlipwayApp:
         self.metrics = metrics or ServingMetrics(
             multiprocess_dir=settings.metrics_multiprocess_dir or None
         )
+        self.repository.on_change = self.metrics.refresh_arms
         # Tokens for every /api route and for deployments that require them; prediction audit.
         self.access = ServingAccess(
             self.store, self.repository, settings, registry=self.metrics.registry

@@ -181,6 +181,9 @@ class ModelRepository:
         self.hooks: dict[tuple[str, int], Hooks] = {}
         self._state: tuple[tuple[str, int], ...] | None = None
         self._lock = asyncio.Lock()
+        # Called with the new routing table each time reconcile swaps it in (the metrics'
+        # rollout arms: a candidate's first request must be counted as the candidate's).
+        self.on_change: Callable[[dict[str, DeploymentRecord]], None] | None = None
 
     def _load_from_store(self, record: VersionRecord) -> Runtime:
         path = self.artifacts.verified_path(record.digest)
@@ -280,6 +283,8 @@ class ModelRepository:
             # Swap the routing table in one assignment: a request sees the old or the new one.
             table = {d.name: self._routable(d) for d in deployments}
             self.deployments = table
+            if self.on_change is not None:
+                self.on_change(table)
             self._state = state
             keep = set(wanted) | {key for d in table.values() for key in _routed(d)}
             for key in [k for k in self.loaded if k not in keep]:
