@@ -183,12 +183,18 @@ def test_viewer_sees_no_controls_and_a_crafted_post_gets_403(
 )
 def test_every_other_page_renders(signed_in, ui_server, cancer, artifacts, path) -> None:
     if path.endswith(("/drift", "/experiment")):  # something to show: live rows, feedback
-        actions.start(
+        from slipway.rollout.state import RolloutStore
+
+        rollout = actions.start(
             ui_server.app.store,
             "cancer-prod",
             2,
             RolloutConfig(strategy="ab", weight=50.0, routing_key="x-user"),
         )
+        deadline = time.monotonic() + 15  # the server's next reconcile loads version 2
+        while ui_server.app.repository.deployments["cancer-prod"].traffic is None:
+            assert time.monotonic() < deadline, "the rollout never reached the server"
+            time.sleep(0.05)
         infer(ui_server, cancer[0][:200])
         with httpx.Client(base_url=ui_server.url, timeout=30) as http:
             for i in range(40):
@@ -197,13 +203,13 @@ def test_every_other_page_renders(signed_in, ui_server, cancer, artifacts, path)
                     json=v2_body(cancer[0][i : i + 1], id=f"ab-{i}"),
                     headers={"x-user": f"user-{i}"},
                 )
-        time.sleep(0.5)  # evidence flush: request ids join feedback to arms
-        from slipway.rollout.state import RolloutStore
-
+        rollouts = RolloutStore(ui_server.app.store)
         for i in range(40):
-            RolloutStore(ui_server.app.store).add_feedback(
-                f"ab-{i}", {"converted": float(i % 3 == 0)}, actor="test"
-            )
+            rollouts.add_feedback(f"ab-{i}", {"converted": float(i % 3 == 0)}, actor="test")
+        # the evidence flush writes which arm served each request id, joining the feedback
+        while not rollouts.feedback_by_version(rollout.id):
+            assert time.monotonic() < deadline, "no feedback joined to an arm"
+            time.sleep(0.1)
     page = signed_in("admin", path)
     if path.endswith("/drift"):
         deadline = time.monotonic() + 15
