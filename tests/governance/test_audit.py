@@ -265,7 +265,7 @@ while True:
     n += 1
     store.register_version("churn", format="onnx", digest="ab" * 32, size=n, signature=signature)
     batch = [(time.time(), "churn-prod", 1, "ok", 0.001, b'{"id": "r%d-%d"}' % (n, i), b"{}",
-              None, None, None, 10) for i in range(50)]
+              None, None, 10) for i in range(50)]
     recorder.write(batch)
     print(n, flush=True)
 """

@@ -146,8 +146,8 @@ class PredictionRecorder:
             # the record is written (full collections, and their pauses, come with it).
             request_id = _header(headers, b"x-request-id")
         queue.append(
-            (time.time(), deployment, version, outcome, latency_s, request, response, None,
-             actor, request_id, trace_id, size)
+            (time.time(), deployment, version, outcome, latency_s, request, response, actor,
+             request_id, trace_id, size)
         )  # fmt: skip
         self._bytes += size
         if len(queue) == self.batch_size and self._wake is not None:
@@ -261,7 +261,6 @@ class PredictionRecorder:
         latency_s: float,
         request: Any,
         response: Any,
-        headers: Any,
         actor: str | None,
         request_id: str | None,
         trace_id: str | None = None,
@@ -269,7 +268,6 @@ class PredictionRecorder:
         """The audit record of one queued prediction, under its deployment's policy."""
         record = self.deployment_for(deployment)
         policy = _DEFAULT_POLICY if record is None else record.inference
-        request_id = request_id or _header(headers, b"x-request-id")
         mode = policy.payload
         # Decoding the body is the costliest part of a record: only when something needs it.
         needs_body = bool(policy.keys) or mode in ("full", "redact", "sample")

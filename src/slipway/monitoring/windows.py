@@ -53,7 +53,7 @@ class _Sketch:
         # of 30 features cost ~0.3 ms of the event loop. Their count vectors are views into
         # one matrix, a row per feature, padded to the widest (edges padded with +inf).
         self._numeric = [i for i, e in enumerate(self.edges) if e is not None and len(e)]
-        self._others = [i for i in range(len(self.profiles)) if i not in set(self._numeric)]
+        self._others = sorted(set(range(len(self.profiles))) - set(self._numeric))
         numeric_edges = [self.edges[i] for i in self._numeric]
         widest = max((len(e) for e in numeric_edges if e is not None), default=0)
         self._edge_matrix = np.full((len(self._numeric), widest), np.inf)
