@@ -187,3 +187,93 @@ def test_mirrored_requests_waiting_together_share_a_model_call() -> None:
     assert stats.agree == 2 + 1 + 2 + 1 + 2  # the rows of requests 5..9 agree
     assert summary.diff_max == 0.0
     assert summary.segments == {"s0": 2 / 5, "s1": 6 / 10}
+
+
+def test_a_group_is_counted_as_its_requests_would_be_one_by_one() -> None:
+    """The grouped comparison (one pass over every row) gives the counts the per-request one
+    gives; requests whose inputs do not fit together each get a model call of their own."""
+    import asyncio
+
+    import numpy as np
+
+    from slipway.rollout.shadow import ShadowMirror, ShadowStats, compare_outputs
+
+    rng = np.random.default_rng(7)
+    calls: list[int] = []
+    grouped = ShadowStats()
+    jobs = []
+    for i in range(12):
+        rows = 1 + i % 3
+        x = rng.normal(size=(rows, 3))
+        primary = {
+            "label": (x[:, 0] > 0).astype(np.int64),
+            "pair": np.stack([x[:, 1] > 0, x[:, 2] > 0], axis=1),  # a class output per row pair
+            "score": x[:, :2].astype(np.float32),
+        }
+        jobs.append((x, primary, f"s{i % 4}" if i % 5 else None))
+
+    def answer(x: np.ndarray) -> dict[str, np.ndarray]:
+        score = x[:, :2] + 0.01
+        score[x[:, 2] > 0.8] = np.nan  # some rows answered NaN
+        return {
+            "label": (x[:, 0] > 0.2).astype(np.int64),
+            "pair": np.stack([x[:, 1] > 0, x[:, 2] > 0.1], axis=1),
+            "score": score,
+        }
+
+    async def shadow(deployment: str, version: int, inputs, timeout_s: float):
+        calls.append(len(inputs["x"]))
+        return answer(inputs["x"])
+
+    async def scenario() -> None:
+        mirror = ShadowMirror(shadow, lambda rollout, version: grouped, workers=1)
+        mirror.start()
+        for x, primary, segment in jobs:
+            mirror.offer("d", 1, 2, 1.0, {"x": x}, primary, 0.001, segment=segment)
+        odd = np.zeros((1, 4))  # another width: cannot join the others
+        mirror.offer("d", 1, 2, 1.0, {"x": odd}, {"label": np.zeros(1, np.int64)}, 0.001)
+        while grouped.rows < 25:
+            await asyncio.sleep(0.01)
+        await mirror.stop()
+
+    asyncio.run(scenario())
+    assert grouped.errors == grouped.timeouts == 0
+    # The odd one out spoilt the group: a call each.
+    assert sorted(calls) == sorted([len(x) for x, _, _ in jobs] + [1])
+    expected = ShadowStats()
+    for x, primary, segment in [*jobs, (np.zeros((1, 4)), {"label": np.zeros(1, np.int64)}, None)]:
+        class_rows, agree, diffs = compare_outputs(primary, answer(x))
+        expected.rows += len(x)
+        expected.class_rows += class_rows
+        expected.agree += agree
+        expected.diffs.extend(diffs)
+        if segment is not None:
+            have = expected.segments.setdefault(segment, [0, 0])
+            have[0] += class_rows
+            have[1] += agree
+    assert (grouped.rows, grouped.class_rows, grouped.agree) == (
+        expected.rows, expected.class_rows, expected.agree,
+    )  # fmt: skip
+    assert grouped.segments == expected.segments
+    np.testing.assert_allclose(np.sort(grouped.diffs), np.sort(expected.diffs))
+
+    # Without the odd one the twelve share one call and count the same.
+    calls.clear()
+    grouped = ShadowStats()
+
+    async def together() -> None:
+        mirror = ShadowMirror(shadow, lambda rollout, version: grouped, workers=1)
+        mirror.start()
+        for x, primary, segment in jobs:
+            mirror.offer("d", 1, 2, 1.0, {"x": x}, primary, 0.001, segment=segment)
+        while grouped.rows < 24:
+            await asyncio.sleep(0.01)
+        await mirror.stop()
+
+    asyncio.run(together())
+    assert calls == [24]
+    assert (grouped.rows, grouped.class_rows, grouped.agree) == (
+        24, expected.class_rows - 1, expected.agree - 1,
+    )  # fmt: skip
+    assert grouped.segments == expected.segments
+    np.testing.assert_allclose(np.sort(grouped.diffs), np.sort(expected.diffs))
