@@ -243,6 +243,7 @@ class ShadowMirror:
         self._jobs: collections.deque[_Job] = collections.deque()
         self._idle: collections.deque[asyncio.Future[None]] = collections.deque()  # workers
         self._started = False
+        self._waking = False  # a worker was woken and has not run yet
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0  # all-time, for metrics
         # Called as traced(trace, started_ns, error) after a traced job (the serving layer's
@@ -263,6 +264,7 @@ class ShadowMirror:
                 await task
         self._tasks = []
         self._idle.clear()
+        self._waking = False
 
     def offer(
         self,
@@ -292,11 +294,16 @@ class ShadowMirror:
         )
         # A deque and one waiting worker woken, rather than an asyncio.Queue: its bookkeeping
         # (loop checks, task counts, a waiter per get) cost a few µs per mirrored request.
+        # One worker at a time: it takes everything queued by the time it runs, and a worker
+        # woken per request would mostly find nothing left.
+        if self._waking:
+            return
         idle = self._idle
         while idle:
             waiter = idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._waking = True
                 break
 
     async def _work(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -306,6 +313,7 @@ class ShadowMirror:
                 waiter = loop.create_future()
                 self._idle.append(waiter)
                 await waiter
+                self._waking = False
                 continue
             # Everything waiting goes to the shadow together, a model call per group: a task
             # wake-up, a queue entry and a model call per mirrored request cost about as much
