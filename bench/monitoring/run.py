@@ -146,8 +146,12 @@ def load(seconds: float, rounds: int, interval: float) -> dict:
             for port in ports.values():
                 url = f"http://127.0.0.1:{port}/v2/models/lr/infer"
                 _wrk(url, connections, warmup, body, token)
-            for _ in range(rounds):
-                for name, port in ports.items():
+            for round_ in range(rounds):
+                # ABBA order (on, off, off, on, ...): a machine that slows down or speeds up
+                # over the run weighs on both servers alike, not on whichever always goes first.
+                order = ("on", "off") if round_ % 2 == 0 else ("off", "on")
+                for name in order:
+                    port = ports[name]
                     url = f"http://127.0.0.1:{port}/v2/models/lr/infer"
                     cpu = _cpu_s(servers[name].pid)
                     run = _wrk(url, connections, seconds, body, token)
@@ -226,8 +230,8 @@ def drift_at_scale(rows: int = 1_000_000, features: int = 30, chunk: int = 10_00
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 s per load run, one round")
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument(
         "--interval", type=float, default=5.0, help="SLIPWAY_MONITOR_INTERVAL_S (default 5)"

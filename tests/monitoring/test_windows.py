@@ -164,15 +164,18 @@ def test_live_monitor_drops_and_counts_when_its_queue_is_full() -> None:
 def test_live_monitor_captures_at_most_its_rate_per_deployment() -> None:
     from prometheus_client import CollectorRegistry
 
+    from slipway.monitoring.live import CAPTURE_BURST_S
     from slipway.monitoring.metrics import ServingMetrics
 
     metrics = ServingMetrics(CollectorRegistry(), process=False, gpu=False)
     now = [100.0]
+    rate = 100.0
+    burst = int(rate * CAPTURE_BURST_S)  # 5: what a quiet spell can save up
     monitor = LiveMonitor(
         metrics,
-        queue_size=100,
-        capture_per_s=3,
-        window=WindowConfig(kind="rows", size=100),
+        queue_size=10_000,
+        capture_per_s=rate,
+        window=WindowConfig(kind="rows", size=10_000),
         clock=lambda: now[0],
     )
 
@@ -180,16 +183,34 @@ def test_live_monitor_captures_at_most_its_rate_per_deployment() -> None:
         number, digest, model, profile = 1, "d", "m", _profile(np.random.default_rng(7))
 
     request = {"x": np.zeros((1, 2)), "colour": np.array(["a"])}
+    for _ in range(10):  # ten at once: the burst is captured, the rest not
+        monitor.offer("dep", _Loaded(Record), request, {})
+        monitor.offer("other", _Loaded(Record), request, {})  # its own budget
+    assert monitor.sampled_out == 2 * (10 - burst) and monitor.dropped == 0
+    now[0] += 0.03125  # ~31 ms later: three requests' worth of budget (and a bit)
     for _ in range(5):
         monitor.offer("dep", _Loaded(Record), request, {})
-        monitor.offer("other", _Loaded(Record), request, {})
-    assert monitor.sampled_out == 4 and monitor.dropped == 0  # 3 of 5 each, 6 queued
+    assert monitor.sampled_out == 2 * (10 - burst) + 2
+    now[0] += 60.0  # a quiet minute saves up no more than the burst
+    for _ in range(10):
+        monitor.offer("dep", _Loaded(Record), request, {})
+    assert monitor.sampled_out == 2 * (10 - burst) + 2 + (10 - burst)
+    assert monitor.fold_pending() == 2 * burst + 3 + burst  # publishes the skipped ones
+    skipped = metrics.registry.get_sample_value("slipway_drift_capture_skipped_requests_total")
+    assert skipped == 2 * (10 - burst) + 2 + (10 - burst)
+    assert monitor.evaluate()[("dep", 1)].rows == burst + 3 + burst
 
-    now[0] = 100.5  # the same second: still spent
-    monitor.offer("dep", _Loaded(Record), request, {})
-    assert monitor.sampled_out == 5
-    now[0] = 101.0  # a new second, a new budget
-    monitor.offer("dep", _Loaded(Record), request, {})
-    assert monitor.fold_pending() == 7  # publishes the skipped ones
-    assert metrics.registry.get_sample_value("slipway_drift_capture_skipped_requests_total") == 5
-    assert monitor.evaluate()[("dep", 1)].rows == 4
+    # Under steady load the captured requests are spread evenly: 1,000 requests a second for
+    # two seconds give ~100 a second, ~10 in every tenth of a second (a budget renewed each
+    # second would have captured them all in each second's first tenth).
+    captured_at: list[float] = []
+    start = now[0] = 1000.0
+    for i in range(2000):
+        now[0] = start + i / 1000
+        before = len(monitor._pending)
+        monitor.offer("steady", _Loaded(Record), request, {})
+        if len(monitor._pending) > before:
+            captured_at.append(now[0] - start)
+    assert 2 * rate <= len(captured_at) <= 2 * rate + burst
+    tenths = np.bincount(np.floor(np.array(captured_at) * 10).astype(int), minlength=20)
+    assert tenths[1:].min() >= 9 and tenths[1:].max() <= 11, tenths

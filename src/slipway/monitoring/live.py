@@ -29,6 +29,8 @@ from slipway.monitoring.windows import (
 from slipway.registry.records import Profile, VersionRecord
 
 Key = tuple[str, int]  # (deployment, version)
+# Capture budget a quiet spell can save up: this many seconds' worth of the capture rate.
+CAPTURE_BURST_S = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +78,7 @@ class LiveMonitor:
         # (published by fold_pending as slipway_drift_capture_skipped_requests_total).
         self.capture_per_s = capture_per_s
         self.sampled_out = 0
-        self._budgets: dict[str, list[float]] = {}  # deployment -> [second ends at, left]
+        self._budgets: dict[str, list[float]] = {}  # deployment -> [refilled at, tokens]
         self.window = window or WindowConfig()
         self.policy = policy or drift.DriftPolicy()
         self.clock = clock
@@ -99,10 +101,19 @@ class LiveMonitor:
         if not self.enabled:
             return
         at = self.clock()
-        if self.capture_per_s > 0:
+        rate = self.capture_per_s
+        if rate > 0:
+            # A token bucket refilled continuously, holding at most CAPTURE_BURST_S worth: the
+            # captured requests are spread evenly over each second. A budget renewed every
+            # second was spent in the second's first tenth at 10,000 requests a second, and
+            # folding that burst slowed exactly those requests (it set the p99).
+            cap = max(1.0, rate * CAPTURE_BURST_S)
             budget = self._budgets.get(deployment)
-            if budget is None or at >= budget[0]:
-                budget = self._budgets[deployment] = [at + 1.0, self.capture_per_s]
+            if budget is None:
+                budget = self._budgets[deployment] = [at, cap]
+            elif at > budget[0]:  # (a wall clock set back refills nothing until it passes)
+                budget[1] = min(budget[1] + (at - budget[0]) * rate, cap)
+                budget[0] = at
             if budget[1] < 1:
                 self.sampled_out += 1
                 return
