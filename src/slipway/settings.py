@@ -62,7 +62,7 @@ class Settings:
     monitor_interval_s: float = 5.0  # alert evaluation, traffic sampling, capture folding
     drift_interval_s: float = 30.0  # drift tests at most this often (they change slowly)
     drift_queue_size: int = 10000
-    drift_capture_per_s: float = 1000.0  # requests a second per deployment captured; 0: all
+    drift_capture_per_s: float = 250.0  # requests a second per deployment captured; 0: all
     drift_window: str = "time"  # "time" (seconds) or "rows"
     drift_window_size: float = 3600.0
     drift_window_slots: int = 12

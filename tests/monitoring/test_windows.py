@@ -214,3 +214,23 @@ def test_live_monitor_captures_at_most_its_rate_per_deployment() -> None:
     assert 2 * rate <= len(captured_at) <= 2 * rate + burst
     tenths = np.bincount(np.floor(np.array(captured_at) * 10).astype(int), minlength=20)
     assert tenths[1:].min() >= 9 and tenths[1:].max() <= 11, tenths
+
+
+def test_captured_requests_are_due_for_folding_by_count_or_by_age() -> None:
+    now = [100.0]
+    monitor = LiveMonitor(None, queue_size=100, window=WindowConfig(kind="rows", size=100),
+                          clock=lambda: now[0])  # fmt: skip
+
+    class Record:
+        number, digest, model, profile = 1, "d", "m", _profile(np.random.default_rng(7))
+
+    request = {"x": np.zeros((1, 2)), "colour": np.array(["a"])}
+    assert not monitor.fold_due(3, 0.25)  # nothing queued
+    monitor.offer("dep", _Loaded(Record), request, {})
+    assert not monitor.fold_due(3, 0.25)  # one young request
+    now[0] += 0.3
+    assert monitor.fold_due(3, 0.25)  # the oldest has waited long enough
+    assert monitor.fold_pending() == 1 and not monitor.fold_due(3, 0.25)
+    for _ in range(3):
+        monitor.offer("dep", _Loaded(Record), request, {})
+    assert monitor.fold_due(3, 0.25)  # a slice's worth, however young

@@ -123,6 +123,14 @@ class LiveMonitor:
             return
         self._pending.append((deployment, loaded.record, inputs, outputs, at))
 
+    def fold_due(self, rows: int, max_wait_s: float) -> bool:
+        """Whether ``rows`` captured requests are queued, or the oldest has waited
+        ``max_wait_s`` seconds."""
+        pending = self._pending
+        return len(pending) >= rows or (
+            bool(pending) and self.clock() - pending[0][4] >= max_wait_s
+        )
+
     def fold_pending(self, limit: int | None = None) -> int:
         """Move up to ``limit`` queued requests (all: None) into the windows, one
         concatenation per version; returns how many were taken off the queue."""
