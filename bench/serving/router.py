@@ -5,9 +5,9 @@
 One ``slipway serve`` process holds three deployments of the same LogisticRegression, each its
 own model with two identical versions: ``plain`` (no rollout), ``canary`` (version 2 at 5%,
 router on, evidence collected) and ``shadow`` (every request mirrored to version 2 off the
-request path and compared). ``wrk`` drives each in turn, twice, interleaved (plain, canary,
-shadow, plain, canary, shadow) so drift in the machine shows as a gap between the two plain
-runs. Targets (docs/rollouts.md): canary ≥ 90% of plain's req/s; shadow ≥ 50% of plain's
+request path and compared). ``wrk`` drives each in turn, twice, forward then backward (plain,
+canary, shadow, shadow, canary, plain) so a machine that drifts over the run weighs on all three
+alike. Targets (docs/rollouts.md): canary ≥ 90% of plain's req/s; shadow ≥ 50% of plain's
 req/s; shadow p99 ≤ 1.2 × plain p99. Prints a table and a markdown block for RESULTS.md;
 exit 0 when every target passes, 1 when one fails, 2 when the benchmark could not run.
 """
@@ -84,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
                     url = f"http://127.0.0.1:{server.port}/predict/{name}"
                     run_wrk(wrk, url, body, args.connections, -(-WARMUP_S // len(DEPLOYMENTS)))
                 runs: dict[str, list[Any]] = {name: [] for name in DEPLOYMENTS}
-                for _ in range(2):
-                    for name in DEPLOYMENTS:
+                # Forward then backward (plain, canary, shadow, shadow, canary, plain): each
+                # deployment's two runs average to the same moment, so a machine that speeds
+                # up or slows down over the run weighs on all three alike.
+                for order in (DEPLOYMENTS, DEPLOYMENTS[::-1]):
+                    for name in order:
                         url = f"http://127.0.0.1:{server.port}/predict/{name}"
                         log(f"wrk {name} c={args.connections} {duration:g}s")
                         raw = run_wrk(wrk, url, body, args.connections, duration)

@@ -186,4 +186,9 @@ def test_kill_one_of_three_under_load(replicas: list[ServeProcess], cancer) -> N
         f"replicas: {len(before)} before the kill, {len(during)} failed at it, {len(after)} after"
     )
     assert len(during) <= LOAD_THREADS, during
-    assert set(after) == {200}, sorted(set(map(str, after)))
+    failed_after = [  # when each was sent after the kill, how long it took, what it got
+        (round(sent - killed, 3), round(answered - sent, 3), s)
+        for sent, answered, s in seen
+        if sent > killed + 1 and s != 200
+    ]
+    assert set(after) == {200}, failed_after

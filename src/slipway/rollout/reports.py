@@ -26,7 +26,13 @@ def rollout_status(store: SqlStore, deployment: str, *, events: int = 20) -> dic
     """The deployment's current (or last) rollout with its weights, step, latest analysis,
     live evidence per version since the step began, and newest events."""
     rollouts = RolloutStore(store)
-    rollout = rollouts.current(deployment)
+    rollout_id = rollouts.current(deployment).id
+    # Events first, then the rollout they belong to: a decision writes its event and the
+    # rollout's new state in one transaction, so the state read after the events is at least
+    # as new as the newest of them (read the other way round, a report could list a decision
+    # whose analysis it did not show yet).
+    newest = rollouts.events(rollout_id, events)
+    rollout = rollouts.get(rollout_id)
     record = store.get_deployment(deployment)
     arms = rollouts.arm_stats(rollout.id, since=rollout.step_started_at)
     live = {
@@ -43,7 +49,7 @@ def rollout_status(store: SqlStore, deployment: str, *, events: int = 20) -> dic
         "deployment": msgspec.to_builtins(record),
         "weights": _weights(rollout, record.version),
         "evidence": live,
-        "events": msgspec.to_builtins(rollouts.events(rollout.id, events)),
+        "events": msgspec.to_builtins(newest),
     }
     if rollout.strategy == "shadow":
         result["shadow"] = msgspec.to_builtins(shadow_report(rollouts, rollout))
