@@ -77,34 +77,50 @@ def compare_outputs(primary: Outputs, shadow: Outputs) -> tuple[int, int, list[f
     difference is its largest; NaN when either side has one)."""
     class_rows = agree = 0
     diffs: list[float] = []
-    for name, ours in primary.items():
-        theirs = shadow.get(name)
-        if theirs is None or theirs.shape != ours.shape:
-            continue
-        kind = ours.dtype.kind
-        if kind not in "iubUSOf" or ours.ndim == 0 or ours.shape[0] == 0:
-            continue
+    for ours, theirs in _comparable(primary, shadow):
         if ours.size <= _SMALL:
             # A mirrored request is a row or a few: on lists this is a fraction of the dozen
             # numpy calls below, which cost ~10 µs a request at 100% shadow.
             rows = ours.shape[0]
             mine = ours.reshape(rows, -1).tolist()
             other = theirs.reshape(rows, -1).tolist()
-            if kind == "f":
+            if ours.dtype.kind == "f":
                 diffs.extend(_largest_difference(a, b) for a, b in zip(mine, other, strict=True))
             else:
                 class_rows += rows
                 agree += sum(a == b for a, b in zip(mine, other, strict=True))
-        elif kind != "f":
-            same = ours == theirs
-            if same.ndim > 1:
-                same = same.reshape(same.shape[0], -1).all(axis=1)
+            continue
+        same = _compare_array(ours, theirs, diffs)
+        if same is not None:
             class_rows += int(same.shape[0])
             agree += int(np.count_nonzero(same))
-        else:
-            delta = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
-            diffs.extend(float(v) for v in delta.reshape(delta.shape[0], -1).max(axis=1))
     return class_rows, agree, diffs
+
+
+def _comparable(primary: Outputs, shadow: Outputs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The outputs both answers have, of the same shape, with rows, of a comparable kind."""
+    pairs = []
+    for name, ours in primary.items():
+        theirs = shadow.get(name)
+        if theirs is None or theirs.shape != ours.shape:
+            continue
+        if ours.dtype.kind not in "iubUSOf" or ours.ndim == 0 or ours.shape[0] == 0:
+            continue
+        pairs.append((ours, theirs))
+    return pairs
+
+
+def _compare_array(ours: np.ndarray, theirs: np.ndarray, diffs: list[float]) -> np.ndarray | None:
+    """Row by row: whether a class output agrees (returned), or a score output's largest
+    absolute difference (appended to ``diffs``; None returned)."""
+    if ours.dtype.kind != "f":
+        same = ours == theirs
+        if same.ndim > 1:
+            same = same.reshape(same.shape[0], -1).all(axis=1)
+        return same
+    delta = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
+    diffs.extend(delta.reshape(delta.shape[0], -1).max(axis=1).tolist())
+    return None
 
 
 _SMALL = 64  # values in an output below which compare_outputs works on Python lists
@@ -187,22 +203,11 @@ def compare_rows(primary: Outputs, shadow: Outputs) -> tuple[int, np.ndarray | N
     class_outputs = 0
     agree: np.ndarray | None = None
     diffs: list[float] = []
-    for name, ours in primary.items():
-        theirs = shadow.get(name)
-        if theirs is None or theirs.shape != ours.shape:
-            continue
-        kind = ours.dtype.kind
-        if kind not in "iubUSOf" or ours.ndim == 0 or ours.shape[0] == 0:
-            continue
-        if kind != "f":
-            same = ours == theirs
-            if same.ndim > 1:
-                same = same.reshape(same.shape[0], -1).all(axis=1)
+    for ours, theirs in _comparable(primary, shadow):
+        same = _compare_array(ours, theirs, diffs)
+        if same is not None:
             class_outputs += 1
             agree = same.astype(np.int64) if agree is None else agree + same
-        else:
-            delta = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
-            diffs.extend(delta.reshape(delta.shape[0], -1).max(axis=1).tolist())
     return class_outputs, agree, diffs
 
 
