@@ -62,6 +62,15 @@ class RoundRobinProxy:
             port = self.ports[next(self._next)]
             with contextlib.suppress(OSError):
                 upstream = await asyncio.open_connection("127.0.0.1", port)
+                # The killed replica's port is free and in the ephemeral range: the kernel may
+                # give this very connection that port as its source, and a TCP "simultaneous
+                # open" then connects the socket to itself (the request comes back as its own
+                # answer). Nobody listens there: treat it as refused.
+                sock = upstream[1].get_extra_info("socket")
+                if sock is not None and sock.getsockname() == sock.getpeername():
+                    upstream[1].close()
+                    upstream = None
+                    continue
                 break
         if upstream is None:
             writer.close()
