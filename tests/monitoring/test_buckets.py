@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
-from slipway.monitoring.buckets import BucketFamily, InFlightFamily
+from slipway.monitoring.buckets import BucketFamily, CountFamily, InFlightFamily
 from slipway.monitoring.metrics import LATENCY_BUCKETS
 
 
@@ -30,6 +30,26 @@ def test_bucket_family_renders_like_a_client_histogram() -> None:
     for a, b in zip(got, expected, strict=True):
         if not a.startswith("#"):
             assert float(a.rsplit(" ", 1)[1]) == pytest.approx(float(b.rsplit(" ", 1)[1]))
+
+
+def test_count_family_renders_like_a_client_counter() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    family = CountFamily("x_requests", "doc", ["deployment", "outcome"])
+    ours.register(family)
+    reference = Counter("x_requests", "doc", ["deployment", "outcome"], registry=theirs)
+    for labels, times in ((("a", "ok"), 7), (("a", "server_error"), 2), (("b", "ok"), 1)):
+        for _ in range(times):
+            family.child(*labels).inc()
+            reference.labels(*labels).inc()
+    family.child("b", "ok").inc(2.5)
+    reference.labels("b", "ok").inc(2.5)
+
+    def lines(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines() if "_created" not in line]
+
+    assert lines(ours) == lines(theirs)
+    assert 'x_requests_total{deployment="a",outcome="ok"} 7.0' in lines(ours)
 
 
 def test_in_flight_counts_requests_inside_the_block() -> None:

@@ -126,10 +126,14 @@ def test_refused_requests_send_no_events_and_a_down_sink_fails_nothing(
         bad = http.post("/v1/models/cancer-prod:predict", json={"instances": [[1.0]]})
         ok = http.post("/v1/models/cancer-prod:predict", json={"instances": x[:1].tolist()})
         events = sink.wait_for(2)
-        metrics = http.get("/metrics").text
+        # The sink has the events a moment before the server has read its 500s and counted them.
+        failed = 'slipway_cloudevents_total{outcome="failed"} 2.0'
+        deadline = time.monotonic() + 10
+        while failed not in (metrics := http.get("/metrics").text) and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert bad.status_code == 400 and ok.status_code == 200
     assert len(events) == 2  # the refused request produced none
-    assert 'slipway_cloudevents_total{outcome="failed"} 2.0' in metrics
+    assert failed in metrics
 
 
 def test_full_queue_drops_and_counts(tmp_path, cancer, cancer_models):

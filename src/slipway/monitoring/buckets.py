@@ -1,9 +1,11 @@
-"""Histograms that cost a fraction of a microsecond to observe, exported at scrape time.
+"""Histograms and counters that cost a fraction of a microsecond to update, exported at scrape
+time.
 
 ``prometheus_client``'s ``Histogram.observe`` takes locks and walks the buckets in Python
-(microseconds); the batch worker observes once per batch and once per request on the event
-loop, so these plain counters (one bisect, two additions, no lock: one event loop writes them)
-keep that cost off the serving path. A collector turns them into ordinary Prometheus
+(microseconds; ``Counter.inc`` takes a lock too); every request is counted and timed and the
+batch worker observes once per batch and once per request, all on the event loop, so these
+plain numbers (one bisect, two additions, no lock: one event loop writes them) keep that cost
+off the serving path. A collector turns them into ordinary Prometheus
 histograms when ``/metrics`` is read. They are per process: in multiprocess mode each worker's
 page shows its own.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator, Sequence
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 
@@ -109,6 +111,44 @@ class InFlightFamily(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, child in list(self.children.items()):
+            family.add_metric(list(values), child.value)
+        yield family
+
+
+class Count:
+    """A counter's value; ``inc()`` as on a prometheus_client counter child."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class CountFamily(Collector):
+    """A counter metric (``<name>_total``) whose children are :class:`Count`, keyed by label
+    values."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = list(labels)
+        self.children: dict[tuple[str, ...], Count] = {}
+
+    def child(self, *values: str) -> Count:
+        found = self.children.get(values)
+        if found is None:
+            found = self.children[values] = Count()
+        return found
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
         for values, child in list(self.children.items()):
             family.add_metric(list(values), child.value)
         yield family

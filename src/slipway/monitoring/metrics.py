@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
-from slipway.monitoring.buckets import BucketFamily, Buckets, InFlightFamily
+from slipway.monitoring.buckets import BucketFamily, Buckets, CountFamily, InFlightFamily
 from slipway.monitoring.gpu import GpuCollector
 
 # Sub-millisecond to seconds.
@@ -72,15 +72,10 @@ class ServingMetrics:
         self.multiprocess_dir = multiprocess_dir
         r = self.registry
         route = ["deployment", "version", "arm"]
-        self.requests = Counter(
-            "slipway_requests", "Inference requests by outcome.", [*route, "outcome"], registry=r
-        )
-        self.duration = Histogram(
+        requests = ("slipway_requests", "Inference requests by outcome.")
+        duration = (
             "slipway_request_duration_seconds",
             "Inference request duration, from routing to encoded response.",
-            route,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
         # The batch queue belongs to a loaded version (model, version), shared by deployments.
         queue = ["model", "version"]
@@ -98,9 +93,15 @@ class ServingMetrics:
         self.inference: Any
         self.queue_wait: Any
         self.batch_size: Any
+        self.requests: Any
+        self.duration: Any
         if multiprocess_dir:
             # Several workers: the client's file-backed metrics, summed over processes at
             # scrape time (in flight: the live processes' sum).
+            self.requests = _Labelled(Counter(*requests, [*route, "outcome"], registry=r))
+            self.duration = _Labelled(
+                Histogram(*duration, route, buckets=LATENCY_BUCKETS, registry=r)
+            )
             self.in_flight = _Labelled(
                 Gauge(
                     *in_flight, ["deployment", "version"], registry=r, multiprocess_mode="livesum"
@@ -116,12 +117,21 @@ class ServingMetrics:
                 Histogram(*batch_size, queue, buckets=BATCH_BUCKETS, registry=r)
             )
         else:
-            # One process: plain integer buckets the event loop updates, cheaper per request.
+            # One process: plain numbers the event loop updates, cheaper per request.
+            self.requests = CountFamily(*requests, [*route, "outcome"])
+            self.duration = BucketFamily(*duration, route, LATENCY_BUCKETS)
             self.in_flight = InFlightFamily(*in_flight, ["deployment", "version"])
             self.inference = BucketFamily(*inference, queue, LATENCY_BUCKETS)
             self.queue_wait = BucketFamily(*queue_wait, queue, LATENCY_BUCKETS)
             self.batch_size = BucketFamily(*batch_size, queue, BATCH_BUCKETS)
-            for family in (self.in_flight, self.inference, self.queue_wait, self.batch_size):
+            for family in (
+                self.requests,
+                self.duration,
+                self.in_flight,
+                self.inference,
+                self.queue_wait,
+                self.batch_size,
+            ):
                 r.register(family)
         self.queue_depth = Gauge(
             "slipway_queue_depth_rows",
@@ -231,7 +241,7 @@ class ServingMetrics:
             key = (deployment, str(number), arm, outcome)
         children = self._children.get(key)
         if children is None:
-            children = (self.requests.labels(*key), self.duration.labels(*key[:3]))
+            children = (self.requests.child(*key), self.duration.child(*key[:3]))
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
@@ -303,3 +313,6 @@ class _Labelled:
 
     def child(self, *values: str) -> Any:
         return self.metric.labels(*values)
+
+    def collect(self) -> Any:
+        return self.metric.collect()

@@ -218,39 +218,43 @@ class SlipwayApp:
             headers = [*JSON_HEADERS, (b"retry-after", str(max(1, round(retry))).encode())]
         await send_bytes(send, status, _error_body(exc), headers)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # _dispatch, _v2, _infer and _predict are plain functions that return the handler's
+    # coroutine: each request then suspends and resumes (a batch wait) through two coroutine
+    # frames, not six.
+
+    def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         path: str = scope["path"]
         method: str = scope["method"]
         if path.startswith("/v2"):
-            await self._v2(path, method, scope, receive, send)
-        elif path.startswith("/predict/") and method == "POST":
-            await self._predict(path[len("/predict/") :], scope, receive, send)
-        elif path.startswith("/api/"):
-            await self.management.handle(scope, receive, send)
-        elif scoring_routes.handles(path):
-            await scoring_routes.handle(self, scope, receive, send)
-        elif path == "/metrics" and method == "GET":
+            return self._v2(path, method, scope, receive, send)
+        if path.startswith("/predict/") and method == "POST":
+            return self._predict(path[len("/predict/") :], scope, receive, send)
+        if path.startswith("/api/"):
+            return self.management.handle(scope, receive, send)
+        if scoring_routes.handles(path):
+            return scoring_routes.handle(self, scope, receive, send)
+        if path == "/metrics" and method == "GET":
             body, content_type = self.metrics.render(self.repository)
-            await send_bytes(send, 200, body, [(b"content-type", content_type.encode())])
-        elif path == "/":
-            await send_bytes(
+            return send_bytes(send, 200, body, [(b"content-type", content_type.encode())])
+        if path == "/":
+            return send_bytes(
                 send,
                 200,
                 codec.encode_json(
                     {"name": "slipway", "version": __version__, "api": "/api/openapi.json"}
                 ),
             )
-        elif (frontend := self._frontend_for(path)) is not None:
-            await frontend(scope, receive, send)
-        else:
-            await send_bytes(send, 404, _NOT_FOUND)
+        if (frontend := self._frontend_for(path)) is not None:
+            return frontend(scope, receive, send)
+        return send_bytes(send, 404, _NOT_FOUND)
 
     # -- Open Inference Protocol V2 --------------------------------------------------------
 
-    async def _v2(self, path: str, method: str, scope: Scope, receive: Receive, send: Send) -> None:
+    def _v2(
+        self, path: str, method: str, scope: Scope, receive: Receive, send: Send
+    ) -> Awaitable[None]:
         if path == "/v2/health/live":
-            await send_bytes(send, 200, _LIVE)
-            return
+            return send_bytes(send, 200, _LIVE)
         if path == "/v2/health/ready":
             ready = self.repository.ready and not self.draining
             body: dict[str, Any] = {"ready": ready}
@@ -258,24 +262,20 @@ class SlipwayApp:
             reasons = ["draining"] if self.draining else self.repository.not_ready_reasons()
             if reasons:
                 body["reasons"] = reasons
-            await send_bytes(send, 200 if ready else 503, codec.encode_json(body))
-            return
+            return send_bytes(send, 200 if ready else 503, codec.encode_json(body))
         if path == "/v2/openapi.json":
             from slipway.serving.inference_openapi import DOCUMENT
 
-            await send_bytes(send, 200, DOCUMENT)
-            return
+            return send_bytes(send, 200, DOCUMENT)
         if path in ("/v2", "/v2/"):
-            await send_bytes(
+            return send_bytes(
                 send,
                 200,
                 codec.encode_json({"name": "slipway", "version": __version__, "extensions": []}),
             )
-            return
         parts = path.split("/")  # ['', 'v2', 'models', name, ...]
         if len(parts) < 4 or parts[2] != "models" or not parts[3]:
-            await send_bytes(send, 404, _NOT_FOUND)
-            return
+            return send_bytes(send, 404, _NOT_FOUND)
         name = parts[3]
         rest = parts[4:]
         version: int | None = None
@@ -287,8 +287,8 @@ class SlipwayApp:
             rest = rest[2:]
         action = rest[0] if rest else ""
         if action == "infer" and len(rest) == 1 and method == "POST":
-            await self._infer(name, version, scope, receive, send)
-        elif action == "ready" and len(rest) == 1 and method == "GET":
+            return self._infer(name, version, scope, receive, send)
+        if action == "ready" and len(rest) == 1 and method == "GET":
             try:
                 _, loaded = self.repository.resolve(name, version)
                 ok = True
@@ -296,14 +296,13 @@ class SlipwayApp:
                 raise
             except SlipwayError:
                 ok = False
-            await send_bytes(
+            return send_bytes(
                 send, 200 if ok else 400, codec.encode_json({"name": name, "ready": ok})
             )
-        elif action == "" and method == "GET":
+        if action == "" and method == "GET":
             self.access.authorize_inference(scope, name)
-            await send_bytes(send, 200, self._model_metadata(name, version))
-        else:
-            await send_bytes(send, 404, _NOT_FOUND)
+            return send_bytes(send, 200, self._model_metadata(name, version))
+        return send_bytes(send, 404, _NOT_FOUND)
 
     def _model_metadata(self, name: str, version: int | None) -> bytes:
         deployment, loaded = self.repository.resolve(name, version)
@@ -339,11 +338,10 @@ class SlipwayApp:
         timing = None if trace is None else trace.batch
         with self.metrics.in_flight_gauge(deployment, loaded).track_inprogress():
             # Alone and cheap: run now; else queue for the next batch.
-            outputs = await loaded.queue.run_now(arrays, rows, timing)
+            queue = loaded.queue
+            outputs = await queue.run_now(arrays, rows, timing) if queue.may_run_now(rows) else None
             if outputs is None:
-                outputs = await loaded.queue.submit(
-                    arrays, rows, self.settings.request_timeout_s, timing
-                )
+                outputs = await queue.submit(arrays, rows, self.settings.request_timeout_s, timing)
         self.monitor.offer(deployment, loaded, arrays, outputs)  # a deque append; drift off-path
         return outputs if hooks is None else hooks.postprocess(outputs)
 
@@ -481,11 +479,17 @@ class SlipwayApp:
             bool(traffic.rules) and any(r.field for r in traffic.rules)
         )
 
-    async def _infer(
+    def _infer(
+        self, name: str, version: int | None, scope: Scope, receive: Receive, send: Send
+    ) -> Awaitable[None]:
+        if self.tracing is None:
+            return self._infer_traced(name, version, scope, receive, send, None)
+        return self._infer_with_trace(name, version, scope, receive, send)
+
+    async def _infer_with_trace(
         self, name: str, version: int | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        if self.tracing is None:
-            return await self._infer_traced(name, version, scope, receive, send, None)
+        assert self.tracing is not None
         with self.tracing.request(name, scope, "http") as trace:
             await self._infer_traced(name, version, scope, receive, send, trace)
 
@@ -538,9 +542,15 @@ class SlipwayApp:
         self._emit(scope, request_id, deployment, loaded, inputs, outputs)
         await send_bytes(send, 200, payload)
 
-    async def _predict(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+    def _predict(self, name: str, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if self.tracing is None:
-            return await self._predict_traced(name, scope, receive, send, None)
+            return self._predict_traced(name, scope, receive, send, None)
+        return self._predict_with_trace(name, scope, receive, send)
+
+    async def _predict_with_trace(
+        self, name: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        assert self.tracing is not None
         with self.tracing.request(name, scope, "http") as trace:
             await self._predict_traced(name, scope, receive, send, trace)
 

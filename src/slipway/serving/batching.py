@@ -169,7 +169,7 @@ class BatchQueue:
         measured cost fits the inline budget; None otherwise (then :meth:`submit`). At low load
         this skips the hand-off to the worker task, which costs more than a small model's run;
         requests that arrive together still queue and share a batch."""
-        if not self._may_run_now(rows):
+        if not self.may_run_now(rows):
             return None
         # One turn of the loop lets requests read in the same turn reach this point too: if
         # any did, everyone queues and they share a batch.
@@ -180,7 +180,7 @@ class BatchQueue:
             alone = others == 0 and self._arriving == 1
         finally:
             self._arriving -= 1
-        if not alone or not self._may_run_now(rows):
+        if not alone or not self.may_run_now(rows):
             return None
         loop = self._loop
         assert loop is not None
@@ -204,7 +204,9 @@ class BatchQueue:
             timing += (started_ns, time.time_ns())
         return outputs
 
-    def _may_run_now(self, rows: int) -> bool:
+    def may_run_now(self, rows: int) -> bool:
+        """Whether :meth:`run_now` may run these rows now, before its look-around (a caller
+        under load skips making its coroutine)."""
         cost = self.cost_per_row_s
         return not (
             cost is None
