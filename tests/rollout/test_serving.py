@@ -61,7 +61,10 @@ def test_a_failing_canary_is_rolled_back_automatically(registry: Registry, cance
     server, _ = start_server(registry, faults={2: raises})
     try:
         with httpx.Client(base_url=server.url, timeout=10) as http:
-            body = {"version": 2, "steps": [30, 60], "interval_s": 0, "gates": FAST_GATES}
+            # The error rate alone must decide: on a busy machine the latency gate could fail
+            # first (both answer fast here; noise is all that tells them apart).
+            gates = {**FAST_GATES, "max_p99_ratio": None}
+            body = {"version": 2, "steps": [30, 60], "interval_s": 0, "gates": gates}
             started = http.post("/api/deployments/cancer-prod/rollout", json=body)
             assert started.status_code == 201, started.text
             status = _drive(http, rows(cancer), lambda s: s["rollout"]["status"] != "running")
