@@ -13,7 +13,8 @@ page shows its own.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -35,23 +36,36 @@ class Buckets:
         self.total += value
 
 
-class BucketFamily(Collector):
+_Child = TypeVar("_Child")
+
+
+class _Family(Collector, Generic[_Child]):
+    """A metric's children keyed by label values, made by ``make`` on first use."""
+
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str], make: Callable[[], _Child]
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = list(labels)
+        self.children: dict[tuple[str, ...], _Child] = {}
+        self._make = make
+
+    def child(self, *values: str) -> _Child:
+        found = self.children.get(values)
+        if found is None:
+            found = self.children[values] = self._make()
+        return found
+
+
+class BucketFamily(_Family[Buckets]):
     """A histogram metric whose children are :class:`Buckets`, keyed by label values."""
 
     def __init__(
         self, name: str, documentation: str, labels: Sequence[str], bounds: Sequence[float]
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labels = list(labels)
         self.bounds = list(bounds)
-        self.children: dict[tuple[str, ...], Buckets] = {}
-
-    def child(self, *values: str) -> Buckets:
-        found = self.children.get(values)
-        if found is None:
-            found = self.children[values] = Buckets(self.bounds)
-        return found
+        super().__init__(name, documentation, labels, lambda: Buckets(self.bounds))
 
     def describe(self) -> Iterator[HistogramMetricFamily]:
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
@@ -91,20 +105,11 @@ class InFlight:
         self.value -= 1
 
 
-class InFlightFamily(Collector):
+class InFlightFamily(_Family[InFlight]):
     """A gauge whose children are :class:`InFlight` counters, keyed by label values."""
 
     def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labels = list(labels)
-        self.children: dict[tuple[str, ...], InFlight] = {}
-
-    def child(self, *values: str) -> InFlight:
-        found = self.children.get(values)
-        if found is None:
-            found = self.children[values] = InFlight()
-        return found
+        super().__init__(name, documentation, labels, InFlight)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
@@ -128,21 +133,12 @@ class Count:
         self.value += amount
 
 
-class CountFamily(Collector):
+class CountFamily(_Family[Count]):
     """A counter metric (``<name>_total``) whose children are :class:`Count`, keyed by label
     values."""
 
     def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labels = list(labels)
-        self.children: dict[tuple[str, ...], Count] = {}
-
-    def child(self, *values: str) -> Count:
-        found = self.children.get(values)
-        if found is None:
-            found = self.children[values] = Count()
-        return found
+        super().__init__(name, documentation, labels, Count)
 
     def describe(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily(self.name, self.documentation, labels=self.labels)
