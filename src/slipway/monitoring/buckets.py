@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -37,6 +37,13 @@ class Buckets:
 
 
 _Child = TypeVar("_Child")
+
+
+class _HasValue(Protocol):
+    value: float
+
+
+_Valued = TypeVar("_Valued", bound=_HasValue)
 
 
 class _Family(Collector, Generic[_Child]):
@@ -105,20 +112,29 @@ class InFlight:
         self.value -= 1
 
 
-class InFlightFamily(_Family[InFlight]):
-    """A gauge whose children are :class:`InFlight` counters, keyed by label values."""
+class _ValueFamily(_Family[_Valued]):
+    """A family whose children each hold one ``value``, exported as ``exported`` (a gauge or
+    a counter family of the client)."""
 
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        super().__init__(name, documentation, labels, InFlight)
+    exported: type[GaugeMetricFamily] | type[CounterMetricFamily]
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield self.exported(self.name, self.documentation, labels=self.labels)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        family = self.exported(self.name, self.documentation, labels=self.labels)
         for values, child in list(self.children.items()):
             family.add_metric(list(values), child.value)
         yield family
+
+
+class InFlightFamily(_ValueFamily[InFlight]):
+    """A gauge whose children are :class:`InFlight` counters, keyed by label values."""
+
+    exported = GaugeMetricFamily
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        super().__init__(name, documentation, labels, InFlight)
 
 
 class Count:
@@ -133,18 +149,11 @@ class Count:
         self.value += amount
 
 
-class CountFamily(_Family[Count]):
+class CountFamily(_ValueFamily[Count]):
     """A counter metric (``<name>_total``) whose children are :class:`Count`, keyed by label
     values."""
 
+    exported = CounterMetricFamily
+
     def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
         super().__init__(name, documentation, labels, Count)
-
-    def describe(self) -> Iterator[CounterMetricFamily]:
-        yield CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-        for values, child in list(self.children.items()):
-            family.add_metric(list(values), child.value)
-        yield family
