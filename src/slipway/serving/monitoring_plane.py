@@ -45,7 +45,8 @@ FOLD_SLICE = 256  # captured requests folded between two yields to the event loo
 # row, and delays every request in flight then: what sets a fold's cost to the p99 is how many
 # requests that touches, so folds are rare and large. At the default capture (250 requests a
 # second) that is one fold a second, touching fewer than one request in a hundred at any load
-# (folds of 32 rows, 8 a second, touched ~1.2% of requests at 16 connections: +8-13% on p99).
+# (folds of 32 rows, 8 a second, touched ~1.2% of requests at 16 connections, which fits the
+# +8-13% on p99 measured then).
 # Never one burst per tick, either: a tick's worth folded at once set the p99 too.
 FOLD_INTERVAL_S = 0.02
 FOLD_MAX_WAIT_S = 1.0
