@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import httpx
 import pytest
@@ -47,6 +49,21 @@ def _spans_by_trace(exporter: InMemorySpanExporter) -> dict[str, list]:
     return traces
 
 
+def _finished_traces(
+    exporter: InMemorySpanExporter, trace_ids: list[str], spans: int
+) -> dict[str, list]:
+    """The spans by trace once each of ``trace_ids`` has ``spans`` finished: the root span ends
+    after the response is sent, so the caller can hold the answer a moment before it ends."""
+    deadline = time.monotonic() + 5
+    while True:
+        traces = _spans_by_trace(exporter)
+        if all(len(traces.get(t, [])) >= spans for t in trace_ids):
+            return traces
+        if time.monotonic() > deadline:
+            return traces  # the assertions below say what is missing
+        time.sleep(0.01)
+
+
 def test_rest_and_grpc_requests_continue_the_callers_trace(traced, cancer):
     server, exporter = traced
     x, _ = cancer
@@ -78,14 +95,10 @@ def test_rest_and_grpc_requests_continue_the_callers_trace(traced, cancer):
             headers={"traceparent": traceparent},
         )
         assert answer.status_code == 200
-    traces = _spans_by_trace(exporter)
-    for prefix, protocol in (
-        ("4bf9", "http"),
-        ("5bf9", "grpc"),
-        ("6bf9", "http"),
-        ("7bf9", "http"),
-    ):
-        spans = {s.name: s for s in traces[prefix + TRACE_ID[4:]]}
+    prefixes = {"4bf9": "http", "5bf9": "grpc", "6bf9": "http", "7bf9": "http"}
+    traces = _finished_traces(exporter, [p + TRACE_ID[4:] for p in prefixes], spans=5)
+    for prefix, protocol in prefixes.items():
+        spans = {s.name: s for s in traces.get(prefix + TRACE_ID[4:], [])}
         assert set(spans) == {"slipway.infer", "decode", "queue", "inference", "encode"}
         root = spans["slipway.infer"]
         assert f"{root.parent.span_id:016x}" == PARENT_SPAN  # the caller's span is the parent
@@ -105,6 +118,11 @@ def test_without_traceparent_a_new_trace_starts(traced, cancer):
     x, _ = cancer
     with httpx.Client(base_url=server.url) as http:
         http.post("/invocations", json={"inputs": x[:1].tolist()})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the root span ends just after the answer is sent
+        if any(s.name == "slipway.infer" for s in exporter.get_finished_spans()):
+            break
+        time.sleep(0.01)
     [trace] = _spans_by_trace(exporter).values()
     root = next(s for s in trace if s.name == "slipway.infer")
     assert root.parent is None
@@ -124,8 +142,6 @@ def test_tracing_is_off_by_default_and_needs_the_exporter(tmp_path):
 def test_the_trace_id_is_in_the_audit_record_and_the_shadow_adds_a_span(
     traced, cancer, cancer_models
 ):
-    import time
-
     from slipway.governance import audit
 
     server, exporter = traced

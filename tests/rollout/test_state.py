@@ -199,3 +199,45 @@ def test_the_evidence_reservoir_is_a_uniform_sample() -> None:
     assert stats.chisquare(included).pvalue > 0.001
     # the early ones are not favoured: the first and last tenth are equally likely
     assert abs(included[:10].sum() - included[90:].sum()) < 0.1 * included[:10].sum()
+
+
+@pytest.mark.parametrize("strategy", ["shadow", "bluegreen"])
+def test_an_operator_promotion_and_a_ticking_controller_never_race(
+    store: SqlStore, strategy: str
+) -> None:
+    """The controller closes a rollout whose candidate already serves (a promotion cut short by
+    a crash). The operator's promotion must therefore change the version and end (or hold) the
+    rollout in one transaction, or a tick in between ends it under the operator's feet."""
+    import threading
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def tick() -> None:
+        controller = RolloutController(store, holder="a")
+        while not stop.is_set():
+            try:
+                controller.tick()
+            except BaseException as exc:  # noqa: BLE001 - reported by the test below
+                errors.append(exc)
+                return
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        config = RolloutConfig(strategy=strategy, hold_s=3600 if strategy == "bluegreen" else 0)
+        for i in range(40):
+            candidate = 2 if i % 2 == 0 else 1
+            rollout = actions.start(store, "d", candidate, config)
+            promoted = actions.promote(store, "d", actor="ana")
+            if strategy == "bluegreen":
+                assert (promoted.status, promoted.step) == ("running", 1)
+                actions.promote(store, "d", actor="ana")  # end the hold at once
+            state = RolloutStore(store)
+            assert state.get(rollout.id).status == "promoted"
+            assert store.get_deployment("d").version == candidate
+            assert [e.kind for e in state.events(rollout.id)][0] == "promoted"
+    finally:
+        stop.set()
+        ticker.join()
+    assert errors == []

@@ -298,30 +298,37 @@ class SqlStore:
         request is bound to the version's digest, or it is a rollback to the previous version
         (see registry/promotions.py).
         """
+        with self._write() as session:
+            return self.switch_version(session, name, version, actor=actor)
+
+    def switch_version(
+        self, session: Session, name: str, version: int, *, actor: str | None = None
+    ) -> DeploymentRecord:
+        """``set_deployment_version`` inside the caller's transaction, so that a rollout's end
+        and its version change commit together (no one sees the one without the other)."""
         check_name("deployment", name)
         _check_number(version)
-        with self._write() as session:
-            row, model = self._lock_deployment(session, name)
-            if row.version == version:
-                return _deployment_record(row, model)
-            self._require_version(session, model, row.model_id, version)
-            if row.production:
-                require_approval(session, row, model, version, self._now())
-            before = _deployment_record(row, model)
-            row.previous_version = row.version
-            row.version = version
-            row.generation += 1
-            row.updated_at = self._now()
-            session.flush()
-            record = _deployment_record(row, model)
-            self._event(
-                session,
-                "deployment.version_changed",
-                _deployment_subject(name),
-                actor,
-                {"before": msgspec.to_builtins(before), "after": msgspec.to_builtins(record)},
-            )
-            return record
+        row, model = self._lock_deployment(session, name)
+        if row.version == version:
+            return _deployment_record(row, model)
+        self._require_version(session, model, row.model_id, version)
+        if row.production:
+            require_approval(session, row, model, version, self._now())
+        before = _deployment_record(row, model)
+        row.previous_version = row.version
+        row.version = version
+        row.generation += 1
+        row.updated_at = self._now()
+        session.flush()
+        record = _deployment_record(row, model)
+        self._event(
+            session,
+            "deployment.version_changed",
+            _deployment_subject(name),
+            actor,
+            {"before": msgspec.to_builtins(before), "after": msgspec.to_builtins(record)},
+        )
+        return record
 
     def update_deployment(
         self,

@@ -1,7 +1,7 @@
 """Operator actions on rollouts, shared by the CLI, the management API and the controller.
 
-Promotion and rollback of the stable version go through ``SqlStore.set_deployment_version``
-(where approval rules apply); ending a rollout removes its traffic split in one transaction.
+Promotion and rollback of the stable version go through ``SqlStore.switch_version`` (where
+approval rules apply) in the same transaction that ends the rollout and removes its split.
 """
 
 from __future__ import annotations
@@ -75,11 +75,11 @@ def promote(
     data = {"reason": reason, **(evidence or {})}
     rollouts = RolloutStore(store)
     if rollout.strategy == "bluegreen" and rollout.config.hold_s > 0 and not holding(rollout):
-        store.set_deployment_version(rollout.deployment, rollout.candidate, actor=actor)
-        return rollouts.set_step(rollout.id, 1, actor=actor, event="switched", evidence=data)
-    if not holding(rollout):
-        store.set_deployment_version(rollout.deployment, rollout.candidate, actor=actor)
-    return rollouts.finish(rollout.id, "promoted", actor=actor, data=data)
+        return rollouts.set_step(
+            rollout.id, 1, actor=actor, event="switched", evidence=data, version=rollout.candidate
+        )
+    version = None if holding(rollout) else rollout.candidate
+    return rollouts.finish(rollout.id, "promoted", actor=actor, data=data, version=version)
 
 
 def holding(rollout: RolloutRecord) -> bool:
@@ -100,10 +100,12 @@ def abort(
     """End the rollout and send all traffic back to the stable version (after a blue-green
     switch, during its hold: back to blue, which is still warm)."""
     rollout = rollout or active(store, deployment)
-    if holding(rollout):
-        store.set_deployment_version(rollout.deployment, rollout.stable, actor=actor)
     return RolloutStore(store).finish(
-        rollout.id, status, actor=actor, data={"reason": reason, **(evidence or {})}
+        rollout.id,
+        status,
+        actor=actor,
+        data={"reason": reason, **(evidence or {})},
+        version=rollout.stable if holding(rollout) else None,
     )
 
 

@@ -16,7 +16,7 @@ from slipway.errors import DeploymentNotFound, SlipwayError
 from slipway.registry.store import SqlStore
 from slipway.rollout import actions, gates
 from slipway.rollout.analysis import ArmStats, evaluate
-from slipway.rollout.policy import Decision, RolloutRecord, decide
+from slipway.rollout.policy import ACTIVE, Decision, RolloutRecord, decide
 from slipway.rollout.state import RolloutStore
 
 log = logging.getLogger("slipway.rollout")
@@ -62,6 +62,12 @@ class RolloutController:
                 self.store, rollout.deployment, rollout=rollout, reason="deployment deleted"
             )
             return Decision("abort", "deployment deleted")
+        if deployment.version == rollout.candidate:
+            # Read again, after the deployment: a promotion commits the version change with its
+            # rollout's end or hold, so this read sees both, where the list read may predate them.
+            rollout = self.rollouts.get(rollout.id)
+            if rollout.status not in ACTIVE:
+                return None
         if deployment.version == rollout.candidate and actions.holding(rollout):
             held = (self.rollouts.now() - rollout.step_started_at).total_seconds()
             if held < rollout.config.hold_s:
@@ -70,7 +76,8 @@ class RolloutController:
             actions.promote(self.store, rollout.deployment, rollout=rollout, reason=reason)
             return Decision("promote", reason)
         if deployment.version == rollout.candidate:
-            # Promoted, but the process stopped before the rollout was closed: finish the job.
+            # Made stable outside the rollout (`slipway deploy`, or an older Slipway's two-step
+            # promotion cut short): the rollout has nothing left to do.
             actions.abort(
                 self.store,
                 rollout.deployment,

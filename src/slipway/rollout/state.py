@@ -4,7 +4,8 @@ feedback and the controller lease.
 :class:`RolloutStore` shares the engine (and clock) of a :class:`~slipway.registry.store.SqlStore`.
 Every change is one transaction; a change of traffic bumps the deployment's ``generation`` so
 every replica reconciles to it. Version changes (promote, rollback) go through
-``SqlStore.set_deployment_version``, never around it.
+``SqlStore.switch_version`` in the rollout's own transaction, never around it: a controller
+that sees the candidate serving always sees its rollout ended (or holding) too.
 """
 
 from __future__ import annotations
@@ -191,11 +192,14 @@ class RolloutStore:
         actor: str | None = None,
         evidence: Any = None,
         event: str = "advanced",
+        version: int | None = None,
     ) -> RolloutRecord:
         """Move a canary to ``step`` (its weight goes live on every replica); a blue-green
-        rollout to step 1 once it has switched (``event`` "switched")."""
+        rollout to step 1 as it switches the deployment to ``version`` (``event`` "switched")."""
         with self._write() as session:
             rollout = self._lock_active(session, rollout_id)
+            if version is not None:
+                self.store.switch_version(session, rollout.deployment, version, actor=actor)
             config = msgspec.convert(rollout.config, RolloutConfig)
             row, _ = _lock_deployment(session, rollout.deployment)
             now = self.now()
@@ -237,12 +241,21 @@ class RolloutStore:
             return _record(rollout)
 
     def finish(
-        self, rollout_id: int, status: str, *, actor: str | None = None, data: Any = None
+        self,
+        rollout_id: int,
+        status: str,
+        *,
+        actor: str | None = None,
+        data: Any = None,
+        version: int | None = None,
     ) -> RolloutRecord:
         """End a rollout as "promoted", "rolled_back" or "aborted" and remove its traffic split
-        (all traffic back to the deployment's stable version)."""
+        (all traffic back to the deployment's stable version); with ``version``, point the
+        deployment at it in the same transaction (a promotion, or blue back after a switch)."""
         with self._write() as session:
             rollout = self._lock_active(session, rollout_id)
+            if version is not None:
+                self.store.switch_version(session, rollout.deployment, version, actor=actor)
             now = self.now()
             rollout.status = status
             rollout.updated_at = now
