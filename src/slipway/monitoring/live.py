@@ -77,6 +77,7 @@ class LiveMonitor:
         # of the folding cost. Requests past the budget are counted in ``sampled_out``
         # (published by fold_pending as slipway_drift_capture_skipped_requests_total).
         self.capture_per_s = capture_per_s
+        self._burst = max(1.0, capture_per_s * CAPTURE_BURST_S)  # most tokens saved up
         self.sampled_out = 0
         self._budgets: dict[str, list[float]] = {}  # deployment -> [refilled at, tokens]
         self.window = window or WindowConfig()
@@ -107,12 +108,13 @@ class LiveMonitor:
             # captured requests are spread evenly over each second. A budget renewed every
             # second was spent in the second's first tenth at 10,000 requests a second, and
             # folding that burst slowed exactly those requests (it set the p99).
-            cap = max(1.0, rate * CAPTURE_BURST_S)
+            # (Plain comparisons, not min/max: this runs on every request.)
             budget = self._budgets.get(deployment)
             if budget is None:
-                budget = self._budgets[deployment] = [at, cap]
+                budget = self._budgets[deployment] = [at, self._burst]
             elif at > budget[0]:  # (a wall clock set back refills nothing until it passes)
-                budget[1] = min(budget[1] + (at - budget[0]) * rate, cap)
+                tokens = budget[1] + (at - budget[0]) * rate
+                budget[1] = tokens if tokens < self._burst else self._burst
                 budget[0] = at
             if budget[1] < 1:
                 self.sampled_out += 1
