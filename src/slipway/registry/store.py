@@ -317,18 +317,9 @@ class SqlStore:
         before = _deployment_record(row, model)
         row.previous_version = row.version
         row.version = version
-        row.generation += 1
-        row.updated_at = self._now()
-        session.flush()
-        record = _deployment_record(row, model)
-        self._event(
-            session,
-            "deployment.version_changed",
-            _deployment_subject(name),
-            actor,
-            {"before": msgspec.to_builtins(before), "after": msgspec.to_builtins(record)},
+        return self._deployment_changed(
+            session, row, model, before, "deployment.version_changed", actor
         )
-        return record
 
     def update_deployment(
         self,
@@ -363,18 +354,33 @@ class SqlStore:
                 row.production, changed = production, True
             if not changed:
                 return before
-            row.generation += 1
-            row.updated_at = self._now()
-            session.flush()
-            record = _deployment_record(row, model)
-            self._event(
-                session,
-                "deployment.updated",
-                _deployment_subject(name),
-                actor,
-                {"before": msgspec.to_builtins(before), "after": msgspec.to_builtins(record)},
+            return self._deployment_changed(
+                session, row, model, before, "deployment.updated", actor
             )
-            return record
+
+    def _deployment_changed(
+        self,
+        session: Session,
+        row: DeploymentRow,
+        model: str,
+        before: DeploymentRecord,
+        kind: str,
+        actor: str | None,
+    ) -> DeploymentRecord:
+        """After a change to ``row``: a new generation (every replica reconciles to it) and the
+        event with the record before and after."""
+        row.generation += 1
+        row.updated_at = self._now()
+        session.flush()
+        record = _deployment_record(row, model)
+        self._event(
+            session,
+            kind,
+            _deployment_subject(row.name),
+            actor,
+            {"before": msgspec.to_builtins(before), "after": msgspec.to_builtins(record)},
+        )
+        return record
 
     def get_deployment(self, name: str) -> DeploymentRecord:
         """Deployment ``name``. Raises DeploymentNotFound."""
