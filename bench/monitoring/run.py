@@ -1,7 +1,7 @@
 """Monitoring benchmark: the whole monitoring on vs off in one run, and drift evaluation of a
 1,000,000-row window over 30 features from the bounded sketches.
 
-    .venv/bin/python bench/monitoring/run.py            # 8 on/off pairs of 3 s runs
+    .venv/bin/python bench/monitoring/run.py            # 16 on/off pairs of 3 s runs
     .venv/bin/python bench/monitoring/run.py --quick    # one pair of 3 s runs
 
 See README.md here for what is measured and RESULTS.md for recorded figures.
@@ -240,7 +240,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 s per load run, one round")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per load run")
-    parser.add_argument("--rounds", type=int, default=8, help="on/off pairs per concurrency")
+    parser.add_argument("--rounds", type=int, default=16, help="on/off pairs per concurrency")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument(
         "--interval", type=float, default=5.0, help="SLIPWAY_MONITOR_INTERVAL_S (default 5)"
