@@ -1,15 +1,17 @@
 """Router benchmark: what a canary at 5% and a shadow at 100% cost, against a plain deployment.
 
-    .venv/bin/python bench/serving/router.py [--duration S] [--connections N] [--quick]
+    .venv/bin/python bench/serving/router.py [--rounds R] [--duration S] [--connections N] [--quick]
 
 One ``slipway serve`` process holds three deployments of the same LogisticRegression, each its
 own model with two identical versions: ``plain`` (no rollout), ``canary`` (version 2 at 5%,
 router on, evidence collected) and ``shadow`` (every request mirrored to version 2 off the
-request path and compared). ``wrk`` drives each in turn, twice, forward then backward (plain,
-canary, shadow, shadow, canary, plain) so a machine that drifts over the run weighs on all three
-alike. Targets (docs/rollouts.md): canary ≥ 90% of plain's req/s; shadow ≥ 50% of plain's
-req/s; shadow p99 ≤ 1.2 × plain p99. Prints a table and a markdown block for RESULTS.md;
-exit 0 when every target passes, 1 when one fails, 2 when the benchmark could not run.
+request path and compared). ``wrk`` drives each in turn for ``rounds`` rounds (default 8 of
+3 s), forward then backward (plain, canary, shadow, shadow, canary, plain, ...) so a machine that
+drifts over the run weighs on all three alike; each target is the median over rounds of that
+round's ratio to plain. Targets (docs/rollouts.md): canary ≥ 90% of plain's req/s; shadow
+≥ 50% of plain's req/s; shadow p99 ≤ 1.2 × plain p99. Prints a table and a markdown block for
+RESULTS.md; exit 0 when every target passes, 1 when one fails, 2 when the benchmark could not
+run.
 """
 
 from __future__ import annotations
@@ -62,11 +64,12 @@ def prepare(home: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=8, help="runs of each deployment")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="3 s runs")
+    parser.add_argument("--quick", action="store_true", help="2 rounds")
     args = parser.parse_args(argv)
-    duration = 3.0 if args.quick else args.duration
+    duration, rounds = args.duration, (2 if args.quick else max(1, args.rounds))
     try:
         wrk = ensure_wrk()
         with tempfile.TemporaryDirectory(prefix="slipway-router-bench-") as tmp:
@@ -84,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                     url = f"http://127.0.0.1:{server.port}/predict/{name}"
                     run_wrk(wrk, url, body, args.connections, -(-WARMUP_S // len(DEPLOYMENTS)))
                 runs: dict[str, list[Any]] = {name: [] for name in DEPLOYMENTS}
-                # Forward then backward (plain, canary, shadow, shadow, canary, plain): each
-                # deployment's two runs average to the same moment, so a machine that speeds
-                # up or slows down over the run weighs on all three alike.
-                for order in (DEPLOYMENTS, DEPLOYMENTS[::-1]):
+                # Rounds forward then backward (plain, canary, shadow, shadow, canary, plain,
+                # ...): a machine that speeds up or slows down over the run weighs on all three
+                # alike, and each round's runs, seconds apart, are compared with each other.
+                for round_ in range(rounds):
+                    order = DEPLOYMENTS if round_ % 2 == 0 else DEPLOYMENTS[::-1]
                     for name in order:
                         url = f"http://127.0.0.1:{server.port}/predict/{name}"
                         log(f"wrk {name} c={args.connections} {duration:g}s")
@@ -109,32 +113,53 @@ def _shadow_status(port: int) -> dict[str, Any]:
     return response.json().get("shadow", {}) if response.status_code == 200 else {}
 
 
-def report(runs: dict[str, list[Any]], shadow: dict[str, Any], duration: float, conns: int) -> int:
-    rps = {n: statistics.mean(r.rps for r in rs) for n, rs in runs.items()}
-    p99 = {n: statistics.mean(r.p99_ms for r in rs) for n, rs in runs.items()}
-    errors = sum(r.errors for rs in runs.values() for r in rs)
-    checks = [
-        ("canary req/s / plain", rps["canary"] / rps["plain"], TARGET_CANARY_RPS, ">="),
-        ("shadow req/s / plain", rps["shadow"] / rps["plain"], TARGET_SHADOW_RPS, ">="),
-        ("shadow p99 / plain p99", p99["shadow"] / p99["plain"], TARGET_SHADOW_P99, "<="),
-        ("HTTP errors", float(errors), 0.0, "<="),
+def _ratios(runs: dict[str, list[Any]], name: str, field: str) -> list[float]:
+    """``name`` over plain, round by round (the two runs seconds apart)."""
+    return [
+        getattr(a, field) / getattr(b, field)
+        for a, b in zip(runs[name], runs["plain"], strict=True)
     ]
+
+
+def report(runs: dict[str, list[Any]], shadow: dict[str, Any], duration: float, conns: int) -> int:
+    rps = {n: statistics.median(r.rps for r in rs) for n, rs in runs.items()}
+    p99 = {n: statistics.median(r.p99_ms for r in rs) for n, rs in runs.items()}
+    errors = sum(r.errors for rs in runs.values() for r in rs)
+    # Each check is the median over rounds of that round's ratio: a slow patch of the machine
+    # lasting a few seconds moves one round, not the verdict.
+    ratios = [
+        ("canary req/s / plain", _ratios(runs, "canary", "rps"), TARGET_CANARY_RPS, ">="),
+        ("shadow req/s / plain", _ratios(runs, "shadow", "rps"), TARGET_SHADOW_RPS, ">="),
+        ("shadow p99 / plain p99", _ratios(runs, "shadow", "p99_ms"), TARGET_SHADOW_P99, "<="),
+    ]
+    rounds = len(runs["plain"])
     lines = [
-        f"router benchmark: {conns} connections, {duration:g} s per run, 2 runs each",
-        "| deployment | req/s (runs) | p50 ms | p99 ms |",
+        f"router benchmark: {conns} connections, {duration:g} s per run, {rounds} rounds",
+        "| deployment | req/s (median; min-max) | p50 ms | p99 ms |",
         "| --- | --- | --- | --- |",
     ]
     for name, rs in runs.items():
+        low, high = min(r.rps for r in rs), max(r.rps for r in rs)
         lines.append(
-            f"| {name} | {rps[name]:.0f} ({', '.join(f'{r.rps:.0f}' for r in rs)}) |"
-            f" {statistics.mean(r.p50_ms for r in rs):.2f} | {p99[name]:.2f} |"
+            f"| {name} | {rps[name]:.0f} ({low:.0f}-{high:.0f})"
+            f" | {statistics.median(r.p50_ms for r in rs):.2f} | {p99[name]:.2f} |"
         )
-    lines += ["", "| check | value | target | result |", "| --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "| check | median of rounds (min-max) | target | result |",
+        "| --- | --- | --- | --- |",
+    ]
     failed = False
-    for label, value, target, op in checks:
+    for label, values, target, op in ratios:
+        value = statistics.median(values)
         ok = value >= target if op == ">=" else value <= target
         failed |= not ok
-        lines.append(f"| {label} | {value:.3f} | {op} {target:g} | {'pass' if ok else 'FAIL'} |")
+        lines.append(
+            f"| {label} | {value:.3f} ({min(values):.3f}-{max(values):.3f}) | {op} {target:g}"
+            f" | {'pass' if ok else 'FAIL'} |"
+        )
+    failed |= errors > 0
+    lines.append(f"| HTTP errors | {errors} | 0 | {'pass' if errors == 0 else 'FAIL'} |")
     if shadow:
         lines.append("")
         lines.append(

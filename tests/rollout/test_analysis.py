@@ -115,3 +115,21 @@ def test_input_drift_compares_the_windows_inputs_with_the_reference_profile() ->
     assert "input_drift" not in {c.name for c in evaluate(arm(500), arm(500), gates).checks}
     off = evaluate(arm(500), arm(500), GATES, reference)
     assert "input_drift" not in {c.name for c in off.checks}
+
+
+def test_latency_buckets_are_bounded_by_their_upper_edges() -> None:
+    import math
+    import random
+
+    from slipway.rollout.analysis import LATENCY_EDGES_S
+
+    assert latency_bucket(0.0) == 0
+    assert latency_bucket(3600.0) == len(LATENCY_EDGES_S)  # overflow
+    for index, edge in enumerate(LATENCY_EDGES_S):
+        assert latency_bucket(edge) == index  # an edge belongs to the bucket it closes
+        assert latency_bucket(math.nextafter(edge, math.inf)) == index + 1
+    rng = random.Random(3)
+    for _ in range(10_000):  # the log-spaced definition, away from the edges' rounding
+        seconds = 10 ** rng.uniform(-5, 2)
+        expected = max(0, math.ceil(math.log(seconds / LATENCY_EDGES_S[0], 1.25)))
+        assert latency_bucket(seconds) == min(expected, len(LATENCY_EDGES_S))

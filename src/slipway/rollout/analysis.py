@@ -7,7 +7,7 @@ pass). Any failing check fails the analysis; all passing passes it.
 
 from __future__ import annotations
 
-import math
+from bisect import bisect_left
 from collections.abc import Sequence
 
 import msgspec
@@ -20,11 +20,10 @@ LATENCY_EDGES_S: tuple[float, ...] = tuple(0.0001 * 1.25**i for i in range(60))
 
 
 def latency_bucket(seconds: float) -> int:
-    """Index of the latency bucket holding ``seconds`` (len(LATENCY_EDGES_S) = overflow)."""
-    if seconds <= LATENCY_EDGES_S[0]:
-        return 0
-    index = math.ceil(math.log(seconds / LATENCY_EDGES_S[0], 1.25))
-    return min(index, len(LATENCY_EDGES_S))
+    """Index of the latency bucket holding ``seconds``: the first whose upper edge is at least
+    ``seconds`` (len(LATENCY_EDGES_S) = overflow). Runs once per request under a rollout: a
+    C-level binary search costs a fraction of a logarithm in Python."""
+    return bisect_left(LATENCY_EDGES_S, seconds)
 
 
 def quantile_from_buckets(counts: Sequence[int], q: float) -> float | None:
