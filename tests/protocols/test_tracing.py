@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import grpc
 import httpx
@@ -49,18 +50,12 @@ def _spans_by_trace(exporter: InMemorySpanExporter) -> dict[str, list]:
     return traces
 
 
-def _finished_traces(
-    exporter: InMemorySpanExporter, trace_ids: list[str], spans: int
-) -> dict[str, list]:
-    """The spans by trace once each of ``trace_ids`` has ``spans`` finished: the root span ends
-    after the response is sent, so the caller can hold the answer a moment before it ends."""
+def _settle(exporter: InMemorySpanExporter, done: Callable[[dict[str, list]], bool]) -> None:
+    """Wait (up to 5 s) until ``done(spans by trace)``: the root span ends just after the
+    response is sent, so the caller can hold the answer a moment before it ends. On timeout
+    the test's assertions say what is missing."""
     deadline = time.monotonic() + 5
-    while True:
-        traces = _spans_by_trace(exporter)
-        if all(len(traces.get(t, [])) >= spans for t in trace_ids):
-            return traces
-        if time.monotonic() > deadline:
-            return traces  # the assertions below say what is missing
+    while not done(_spans_by_trace(exporter)) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
@@ -96,7 +91,9 @@ def test_rest_and_grpc_requests_continue_the_callers_trace(traced, cancer):
         )
         assert answer.status_code == 200
     prefixes = {"4bf9": "http", "5bf9": "grpc", "6bf9": "http", "7bf9": "http"}
-    traces = _finished_traces(exporter, [p + TRACE_ID[4:] for p in prefixes], spans=5)
+    ids = [p + TRACE_ID[4:] for p in prefixes]
+    _settle(exporter, lambda traces: all(len(traces.get(t, [])) >= 5 for t in ids))
+    traces = _spans_by_trace(exporter)
     for prefix, protocol in prefixes.items():
         spans = {s.name: s for s in traces.get(prefix + TRACE_ID[4:], [])}
         assert set(spans) == {"slipway.infer", "decode", "queue", "inference", "encode"}
@@ -118,11 +115,9 @@ def test_without_traceparent_a_new_trace_starts(traced, cancer):
     x, _ = cancer
     with httpx.Client(base_url=server.url) as http:
         http.post("/invocations", json={"inputs": x[:1].tolist()})
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # the root span ends just after the answer is sent
-        if any(s.name == "slipway.infer" for s in exporter.get_finished_spans()):
-            break
-        time.sleep(0.01)
+    _settle(
+        exporter, lambda traces: any(s.name == "slipway.infer" for t in traces.values() for s in t)
+    )
     [trace] = _spans_by_trace(exporter).values()
     root = next(s for s in trace if s.name == "slipway.infer")
     assert root.parent is None
