@@ -53,6 +53,31 @@ class RolloutController:
         """Give the lease up (on shutdown) so another replica takes over at once."""
         self.rollouts.release_lease(LEASE, self.holder)
 
+    def _candidate_serving(self, rollout_id: int) -> Decision | None:
+        """The rollout's candidate already serves as the deployment's version."""
+        # Read again, after the deployment: a promotion commits the version change with its
+        # rollout's end or hold, so this read sees both, where the list read may predate them.
+        rollout = self.rollouts.get(rollout_id)
+        if rollout.status not in ACTIVE:
+            return None
+        if actions.holding(rollout):
+            held = (self.rollouts.now() - rollout.step_started_at).total_seconds()
+            if held < rollout.config.hold_s:
+                return None  # blue stays warm and one `abort` away until the hold passes
+            reason = f"held {rollout.config.hold_s:g}s after the switch"
+            actions.promote(self.store, rollout.deployment, rollout=rollout, reason=reason)
+            return Decision("promote", reason)
+        # Made stable outside the rollout (`slipway deploy`, or an older Slipway's two-step
+        # promotion cut short): the rollout has nothing left to do.
+        actions.abort(
+            self.store,
+            rollout.deployment,
+            rollout=rollout,
+            status="promoted",
+            reason="candidate already serves as stable",
+        )
+        return Decision("promote", "candidate already serves as stable")
+
     def step(self, rollout: RolloutRecord) -> Decision | None:
         """Evaluate and act on one rollout; None when there is nothing to decide."""
         try:
@@ -63,29 +88,7 @@ class RolloutController:
             )
             return Decision("abort", "deployment deleted")
         if deployment.version == rollout.candidate:
-            # Read again, after the deployment: a promotion commits the version change with its
-            # rollout's end or hold, so this read sees both, where the list read may predate them.
-            rollout = self.rollouts.get(rollout.id)
-            if rollout.status not in ACTIVE:
-                return None
-        if deployment.version == rollout.candidate and actions.holding(rollout):
-            held = (self.rollouts.now() - rollout.step_started_at).total_seconds()
-            if held < rollout.config.hold_s:
-                return None  # blue stays warm and one `abort` away until the hold passes
-            reason = f"held {rollout.config.hold_s:g}s after the switch"
-            actions.promote(self.store, rollout.deployment, rollout=rollout, reason=reason)
-            return Decision("promote", reason)
-        if deployment.version == rollout.candidate:
-            # Made stable outside the rollout (`slipway deploy`, or an older Slipway's two-step
-            # promotion cut short): the rollout has nothing left to do.
-            actions.abort(
-                self.store,
-                rollout.deployment,
-                rollout=rollout,
-                status="promoted",
-                reason="candidate already serves as stable",
-            )
-            return Decision("promote", "candidate already serves as stable")
+            return self._candidate_serving(rollout.id)
         if rollout.status != "running" or rollout.strategy != "canary":
             return None
         arms = self.rollouts.arm_stats(rollout.id, since=rollout.step_started_at)
