@@ -75,6 +75,7 @@ class Settings:
     alert_webhook_retries: int = 3
     alert_webhook_backoff_s: float = 0.5
     metrics_multiprocess_dir: str = ""  # PROMETHEUS_MULTIPROC_DIR of a multi-worker server
+    nvml_library: str = ""  # GPU metrics: "" the driver's libnvidia-ml, a path, or "off"
     # Governance (docs/governance.md, docs/security.md): tokens and prediction audit records.
     auth: int = 1  # 0 turns token checks off; the server then refuses any host but 127.0.0.1
     allowed_origins: str = ""  # comma-separated browser origins allowed to change state

@@ -99,8 +99,11 @@ def monitoring_settings(home: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, receiver: Receiver) -> Settings:
-    return monitoring_settings(tmp_path / "home", alert_webhooks=receiver.url)
+def settings(tmp_path: Path, receiver: Receiver, fake_nvml: str) -> Settings:
+    """A monitored server's settings; its GPU metrics come from the stand-in NVML library."""
+    return monitoring_settings(
+        tmp_path / "home", alert_webhooks=receiver.url, nvml_library=fake_nvml
+    )
 
 
 @pytest.fixture
@@ -147,3 +150,24 @@ def promtool() -> str:
     if found.returncode != 0:
         pytest.fail(f"promtool is required: {found.stderr.strip()}")
     return found.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def fake_nvml(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A shared library with NVML's C ABI and two made-up GPUs (``fake_nvml.c``), built with
+    the compiler scripts/cc.sh finds or installs: the GPU metrics' real ctypes path, run on a
+    machine without a GPU."""
+    found = subprocess.run(
+        ["bash", str(REPO / "scripts" / "cc.sh")], capture_output=True, text=True, timeout=600
+    )
+    if found.returncode != 0:
+        pytest.fail(f"a C compiler is required to test GPU metrics: {found.stderr.strip()}")
+    compiler = found.stdout.strip().splitlines()[-1]
+    library = tmp_path_factory.mktemp("nvml") / "libfake-nvml.so"
+    source = Path(__file__).with_name("fake_nvml.c")
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O1", "-o", str(library), str(source)],
+        check=True,
+        timeout=120,
+    )
+    return str(library)

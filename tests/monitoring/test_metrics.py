@@ -12,11 +12,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from slipway.monitoring.gpu import GpuCollector
 from slipway.monitoring.metrics import ServingMetrics
+from slipway.server import BackgroundServer
 
-from .conftest import v2_body
+from ..auth import admin_headers
+from .conftest import monitoring_settings, v2_body
 
 
 def _families(text: str) -> set[str]:
@@ -78,25 +81,67 @@ def test_metrics_page_has_every_serving_metric_and_passes_promtool(
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_gpu_metrics_are_absent_without_nvml_and_present_with_it() -> None:
-    collector = GpuCollector()
-    metrics = ServingMetrics(CollectorRegistry())
-    names = {m.name for m in metrics.registry.collect()}
-    if collector.available:  # a machine with an NVIDIA driver and a GPU
-        reads = collector.read()
-        assert reads and all(
-            0.0 <= busy <= 1.0 and 0 < used <= total for _, busy, used, total in reads
-        )
-        assert "slipway_gpu_memory_used_bytes" in names
-    else:
-        assert not any(n.startswith("slipway_gpu") for n in names)
-        assert GpuCollector(library=None).count == 0
+GIB = 1024**3
 
 
-def test_a_missing_nvml_library_means_no_gpu_collector() -> None:
+def test_gpu_metrics_of_a_live_server_come_from_nvml_and_pass_promtool(
+    tmp_path: Path, registry, promtool: str, fake_nvml: str
+) -> None:
+    """The server loads the NVML library it is told to (two made-up GPUs, the second a MIG
+    instance without utilisation) and reports what each device can say."""
+    settings = monitoring_settings(tmp_path / "home", nvml_library=fake_nvml)
+    assert registry.settings.home == settings.home
+    with (
+        BackgroundServer(settings) as server,
+        httpx.Client(base_url=server.url, headers=admin_headers(settings)) as http,
+    ):
+        text = http.get("/metrics").text
+    gpu = {
+        (sample.name, sample.labels["gpu"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("slipway_gpu")
+    }
+    assert gpu == {
+        ("slipway_gpu_utilization_ratio", "0"): 0.37,  # gpu 1 cannot say: absent, not zero
+        ("slipway_gpu_memory_used_bytes", "0"): 2 * GIB,
+        ("slipway_gpu_memory_total_bytes", "0"): 80 * GIB,
+        ("slipway_gpu_memory_used_bytes", "1"): GIB,
+        ("slipway_gpu_memory_total_bytes", "1"): 10 * GIB,
+    }
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_gpu_metrics_of_every_worker_process_are_its_own(tmp_path: Path, fake_nvml: str) -> None:
+    shared = tmp_path / "prom"
+    shared.mkdir()
+    metrics = ServingMetrics(process=False, gpu_library=fake_nvml, multiprocess_dir=str(shared))
+    repository = type("R", (), {"loaded": {}, "deployments": {}})
+    text = metrics.render(repository)[0].decode()
+    assert 'slipway_gpu_memory_used_bytes{gpu="1"}' in text
+
+
+def test_gpu_metrics_are_absent_not_zero_without_nvml(caplog) -> None:
     from slipway.monitoring import gpu
 
+    for setting in ("off", "/nonexistent/libnvidia-ml.so.1", "libc.so.6"):
+        collector = GpuCollector.from_setting(setting)
+        assert not collector.available and collector.count == 0
+        metrics = ServingMetrics(CollectorRegistry(), gpu_library=setting)
+        assert not any(m.name.startswith("slipway_gpu") for m in metrics.registry.collect())
+    assert "/nonexistent/libnvidia-ml.so.1 did not load" in caplog.text
     assert gpu._load_nvml(("libdefinitely-not-nvml.so.9",)) is None
+    # The driver's own library, where this machine has one and a GPU.
+    real = GpuCollector.from_setting()
+    if real.available:
+        readings = real.read()
+        assert readings and all(
+            r.utilization is None or 0.0 <= r.utilization <= 1.0 for r in readings
+        )
+        assert all(r.memory_used is None or 0 < r.memory_used <= r.memory_total for r in readings)
 
 
 WORKER = """

@@ -66,6 +66,7 @@ class ServingMetrics:
         *,
         process: bool = True,
         gpu: bool = True,
+        gpu_library: str = "",
         multiprocess_dir: str | None = None,
     ) -> None:
         self.registry = registry or CollectorRegistry()
@@ -218,7 +219,7 @@ class ServingMetrics:
         if process:
             ProcessCollector(registry=self._local if multiprocess_dir else r)
         if gpu:
-            collector = GpuCollector()
+            collector = GpuCollector.from_setting(gpu_library)
             if collector.available:
                 (self._local if multiprocess_dir else r).register(collector)
         # (deployment, version) -> arm while a rollout runs; refreshed by refresh_arms.

@@ -83,7 +83,8 @@ class SlipwayApp:
             inline_budget_s=settings.inline_batch_max_ms / 1000.0,
         )
         self.metrics = metrics or ServingMetrics(
-            multiprocess_dir=settings.metrics_multiprocess_dir or None
+            gpu_library=settings.nvml_library,
+            multiprocess_dir=settings.metrics_multiprocess_dir or None,
         )
         self.repository.on_change = self.metrics.refresh_arms
         # Tokens for every /api route and for deployments that require them; prediction audit.
