@@ -41,7 +41,9 @@ log = logging.getLogger("slipway.audit")
 MODES = ("fail-open", "fail-closed", "off")
 REDACTED = "[redacted]"
 _DEFAULT_POLICY = InferencePolicy()
-_SLICE = 32  # records built per turn of the event loop
+# Records built per turn of the event loop: ~9 µs each (decode, canonical JSON, link), so a
+# request that arrives meanwhile waits ~70 µs at most (32 put p95 at one connection +0.15 ms).
+_SLICE = 8
 
 DeploymentLookup = Callable[[str], "DeploymentRecord | None"]
 
