@@ -3,6 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS := $(VENV)/.extras-installed
+BENCH := $(VENV)/.bench-installed
 ARGS ?=
 
 .PHONY: venv extras demo test test-fast test-reliability lint bench protos lock clean
@@ -21,6 +22,11 @@ $(EXTRAS): $(STAMP) requirements-extras.lock
 	touch $(EXTRAS)
 
 extras: $(EXTRAS)
+
+# The serving benchmark's reference endpoint (Starlette); nothing else uses it.
+$(BENCH): $(STAMP) requirements-bench.lock
+	$(PY) -m pip install --quiet -r requirements.lock -r requirements-bench.lock
+	touch $(BENCH)
 
 venv: $(STAMP)
 
@@ -42,7 +48,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) $(BENCH)
 	$(PY) bench/serving/run.py $(ARGS)
 
 # The V2 gRPC stubs are committed; regenerate them after editing the .proto.

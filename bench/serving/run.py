@@ -40,6 +40,7 @@ ROOT = HERE.parents[1]
 OUT = HERE / "out"
 LUA = HERE / "post.lua"
 BARE_APP = HERE / "bare_app.py"
+REFERENCE_APP = HERE / "starlette_app.py"  # the obvious endpoint (requirements-bench.lock)
 BIN = Path(sys.executable).parent  # .venv/bin, where the `slipway` script lives
 
 CONNECTIONS = (1, 16, 64)
@@ -300,6 +301,18 @@ def bare_child(workdir: Path) -> Child:
     return Child("bare", argv, dict(os.environ), port, workdir)
 
 
+def reference_child(workdir: Path, model: Path) -> Child | None:
+    """The hand-written Starlette endpoint on the lr model, or None (said) without Starlette."""
+    try:
+        import starlette  # noqa: F401
+    except ImportError:
+        log("starlette is not installed (`make bench` installs it): no reference endpoint")
+        return None
+    port = free_port()
+    argv = [sys.executable, str(REFERENCE_APP), "--model", str(model), "--port", str(port)]
+    return Child("starlette", argv, dict(os.environ), port, workdir)
+
+
 def measure_startup(home: Path, workdir: Path, body: bytes) -> dict[str, Any]:
     """Start the server with one deployment a few times: start → ready, and RSS."""
     starts = []
@@ -517,9 +530,13 @@ def evaluate(runs: list[Run], startup: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def extra_ratios(runs: list[Run]) -> dict[str, Any]:
-    """The same ratios for every Slipway target, for the record."""
+    """The same ratios for every Slipway target and the reference endpoint, for the record;
+    and Slipway's V2 lr throughput at 64 connections as a multiple of the reference's."""
     out: dict[str, Any] = {}
-    for target in ("slipway-v2-lr", "slipway-v2-rf", "slipway-predict-lr"):
+    names = {r.target for r in runs}
+    for target in ("slipway-v2-lr", "slipway-v2-rf", "slipway-predict-lr", "starlette-lr"):
+        if target not in names:
+            continue
         b64, t64 = find(runs, "bare", 64), find(runs, target, 64)
         b1, t1 = find(runs, "bare", 1), find(runs, target, 1)
         out[target] = {
@@ -527,7 +544,23 @@ def extra_ratios(runs: list[Run]) -> dict[str, Any]:
             "p99_ratio_64": round(t64.p99_ms / b64.p99_ms, 3) if b64.p99_ms else None,
             "p50_gap_1_ms": round(t1.p50_ms - b1.p50_ms, 3),
         }
+    if "starlette-lr" in names:
+        ref64 = find(runs, "starlette-lr", 64)
+        lr64 = find(runs, "slipway-v2-lr", 64)
+        out["slipway_v2_lr_over_reference_64"] = (
+            round(lr64.rps / ref64.rps, 3) if ref64.rps else None
+        )
     return out
+
+
+def reference_line(ratios: dict[str, Any]) -> str | None:
+    if "starlette-lr" not in ratios:
+        return None
+    return (
+        "Reference, a hand-written Starlette endpoint (stdlib JSON, onnxruntime inline):"
+        f" {ratios['starlette-lr']['throughput_ratio_64']:.2f} of bare at 64 connections;"
+        f" Slipway's V2 lr {ratios['slipway_v2_lr_over_reference_64']:.2f}× the reference."
+    )
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -576,6 +609,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {c['check']} | {c['text']} | {c['target']} | {'pass' if c['pass'] else 'FAIL'} |"
         )
+    if (line := reference_line(result["ratios"])) is not None:
+        lines += ["", line]
     return "\n".join(lines)
 
 
@@ -611,6 +646,8 @@ def print_tables(result: dict[str, Any]) -> None:
             c["check"], c["text"], c["target"], "[green]pass[/]" if c["pass"] else "[red]FAIL[/]"
         )
     console.print(checks)
+    if (line := reference_line(result["ratios"])) is not None:
+        console.print(line)
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -679,15 +716,24 @@ def main(argv: list[str] | None = None) -> int:
             children.append(slipway)
             bare = bare_child(workdir)
             children.append(bare)
-            slipway.wait_ready()
-            bare.wait_ready()
+            reference = reference_child(workdir, lr_path)
+            if reference is not None:
+                children.append(reference)
+            for child in children:
+                child.wait_ready()
             targets = [
                 Target("bare", "bare", "/v2/models/bare/infer", bodies["v2"]),
                 Target("slipway-v2-lr", "slipway", "/v2/models/lr/infer", bodies["v2"]),
                 Target("slipway-v2-rf", "slipway", "/v2/models/rf/infer", bodies["v2"]),
                 Target("slipway-predict-lr", "slipway", "/predict/lr", bodies["predict"]),
             ]
-            ports = {"slipway": slipway.port, "bare": bare.port}
+            servers = {"slipway": slipway, "bare": bare}
+            if reference is not None:
+                targets.append(
+                    Target("starlette-lr", "starlette", "/v2/models/lr/infer", bodies["v2"])
+                )
+                servers["starlette"] = reference
+            ports = {name: child.port for name, child in servers.items()}
             for target in targets:
                 check_target(ports[target.server], target)
                 url = f"http://127.0.0.1:{ports[target.server]}{target.path}"
@@ -700,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
             for connections in CONNECTIONS:
                 for target in targets:
                     url = f"http://127.0.0.1:{ports[target.server]}{target.path}"
-                    server = slipway if target.server == "slipway" else bare
+                    server = servers[target.server]
                     cpu_before = server.cpu_seconds()
                     raw = run_wrk(wrk, url, target.body_file, connections, duration)
                     run = to_run(target.name, connections, raw)
