@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import uvicorn
+from stack import serve
 
 # About the size of a V2 response for one row of a binary classifier.
 BODY = (
@@ -56,16 +56,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-    )
+    serve(app, args.host, args.port)
 
 
 if __name__ == "__main__":

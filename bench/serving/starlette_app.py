@@ -15,7 +15,7 @@ import argparse
 
 import numpy as np
 import onnxruntime as ort
-import uvicorn
+from stack import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -66,16 +66,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(
-        make_app(args.model),
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-    )
+    serve(make_app(args.model), args.host, args.port)
 
 
 if __name__ == "__main__":
