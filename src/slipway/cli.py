@@ -395,14 +395,24 @@ def serve(
         Path | None,
         typer.Option(help="Serve a bundle from `slipway package` (runs its handler code)"),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Server processes sharing the port, one per core (default 1)"),
+    ] = None,
 ) -> None:
     """Serve every deployment: V2 inference, /predict, /metrics and the management API."""
     from slipway.server import run
 
-    settings = _settings(host=host, port=port)
+    settings = _settings(host=host, port=port, workers=workers)
     if bundle is not None:
+        if settings.workers != 1:
+            raise errors.InvalidInput("--bundle serves in one process; leave out --workers")
         packaging_commands.serve_bundle(bundle, settings, log_level=log_level)
         return
+    if settings.workers != 1:
+        from slipway import workers as worker_processes
+
+        raise typer.Exit(worker_processes.serve(settings, settings.workers, log_level=log_level))
     err_console.print(f"serving on http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
     run(settings, log_level=log_level)
 

@@ -72,7 +72,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
             cls._sweeping = False
 
 
-def _config(app: SlipwayApp, settings: Settings, log_level: str) -> uvicorn.Config:
+def uvicorn_config(app: SlipwayApp, settings: Settings, log_level: str) -> uvicorn.Config:
     protocol = type(
         "HeadTimeoutProtocol",
         (HeadTimeoutProtocol,),
@@ -124,7 +124,7 @@ def run(settings: Settings, *, log_level: str = "info", app: SlipwayApp | None =
     check_port_free(settings.host, settings.port)
     app = web.mount(app or SlipwayApp(settings))
     app.freeze_gc = True  # this process is the server's alone
-    uvicorn.Server(_config(app, settings, log_level)).run()
+    uvicorn.Server(uvicorn_config(app, settings, log_level)).run()
 
 
 class BackgroundServer:
@@ -153,7 +153,7 @@ class BackgroundServer:
             ) from None
         self.port = self._sock.getsockname()[1]
         self.url = f"http://{settings.host}:{self.port}"
-        self.server = uvicorn.Server(_config(self.app, settings, log_level))
+        self.server = uvicorn.Server(uvicorn_config(self.app, settings, log_level))
         self._thread = threading.Thread(target=self._run, name="slipway-server", daemon=True)
 
     def _run(self) -> None:

@@ -50,6 +50,8 @@ class Settings:
     shadow_timeout_s: float = 2.0
     # Ecosystem protocols (docs/protocols.md). grpc_port: -1 off, 0 any free port.
     grpc_port: int = -1
+    grpc_reuse_port: int = 0  # 1: workers of one server share the gRPC port (SO_REUSEPORT)
+    workers: int = 1  # server processes on one port (`serve --workers`; docs/serving.md)
     scoring_deployment: str = ""  # what MLflow's root /invocations serves; "" = the only one
     events_url: str = ""  # CloudEvents HTTP sink for prediction events; "" = off
     events_mode: str = "binary"  # "binary": one POST per event (as KServe); "batch"
@@ -70,6 +72,7 @@ class Settings:
     drift_alpha: float = 0.01
     drift_psi_threshold: float = 0.2
     drift_wasserstein_threshold: float = 0.25
+    alert_evaluation: int = 1  # 0: this process evaluates no alert rules (serve --workers)
     alert_rules_file: str = ""  # TOML file of [[rules]]; "" = API rules only
     alert_webhooks: str = ""  # comma-separated URLs that get every alert event
     alert_webhook_retries: int = 3

@@ -160,7 +160,9 @@ async def start_grpc_server(plane: DataPlane, host: str, port: int) -> tuple[grp
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", -1),
-        ("grpc.so_reuseport", 0),
+        # Off, so a port in use is an error at start; on for `serve --workers`, whose
+        # workers share the port (the supervisor checked it was free).
+        ("grpc.so_reuseport", int(bool(plane.settings.grpc_reuse_port))),
     ]
     server = grpc.aio.server(options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(plane), server)
