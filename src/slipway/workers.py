@@ -115,7 +115,7 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         fd = self.sock.fileno()
         argv = [sys.executable, "-m", "slipway.workers", "--fd", str(fd)]
-        argv += ["--log-level", self.log_level]
+        argv += ["--log-level", self.log_level, "--supervisor", str(os.getpid())]
         # Its own session: a terminal's Ctrl-C reaches the supervisor only, which then stops
         # each worker once (a second SIGINT would make uvicorn skip the drain).
         self.procs[index] = subprocess.Popen(
@@ -206,8 +206,21 @@ def serve(settings: Settings, workers: int, *, log_level: str = "info") -> int:
     return supervisor.run()
 
 
-def _worker(fd: int, log_level: str) -> None:
+def _die_with(supervisor: int) -> None:
+    """Have the kernel send this worker SIGTERM (a drain) when the supervisor dies, however it
+    dies: a killed supervisor must not leave workers holding the port. Linux only."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != supervisor:  # it died before the request was in place
+        sys.exit(0)
+
+
+def _worker(fd: int, log_level: str, supervisor: int) -> None:
     """One worker: the whole server on the inherited socket, settings from the environment."""
+    _die_with(supervisor)
     import uvicorn
 
     from slipway import web
@@ -225,8 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A Slipway worker process (started by serve).")
     parser.add_argument("--fd", type=int, required=True, help="inherited listening socket")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--supervisor", type=int, required=True, help="the supervisor's pid")
     args = parser.parse_args(argv)
-    _worker(args.fd, args.log_level)
+    _worker(args.fd, args.log_level, args.supervisor)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,15 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _alive(pid: int) -> bool:
+    """Running, not gone and not a zombie nobody has reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _ok_requests(text: str) -> float:
     return sum(
         sample.value
@@ -138,7 +147,7 @@ def test_workers_share_the_port_and_one_metrics_page_and_a_dead_one_is_replaced(
     assert _ok_requests(httpx.get(f"{served.url}/metrics").text) == sent
 
     assert served.stop() == 0
-    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert not any(_alive(pid) for pid in workers)
     assert f"(pid {victim}) exited with code -9; starting another" in served.output()
 
 
@@ -217,3 +226,15 @@ def test_workers_share_the_grpc_port_too(home: Path) -> None:
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode != 0 and "needs a fixed SLIPWAY_GRPC_PORT" in done.stderr
+
+
+def test_workers_stop_when_their_supervisor_is_killed(served: Served) -> None:
+    served.wait_ready()
+    workers = _children(served.proc.pid)
+    assert len(workers) == 2
+    served.proc.kill()
+    served.proc.wait(timeout=10)
+    deadline = time.monotonic() + 30  # they drain (SIGTERM from the kernel), then exit
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.1)
