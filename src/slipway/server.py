@@ -107,15 +107,26 @@ def check_auth_for_host(settings: Settings) -> None:
         )
 
 
-def check_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise SlipwayError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port"
-            ) from None
+def check_port_free(host: str, port: int, hint: str = "--port") -> None:
+    bind_socket(host, port, hint).close()
+
+
+def bind_socket(host: str, port: int, hint: str = "--port") -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: any free port), or a one-line error that names
+    ``hint``, where another port is chosen."""
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
+    # listening socket says it is TCP, and without it Nagle's algorithm plus the client's
+    # delayed ACK hold every response's second write back by ~40 ms.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SlipwayError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); choose another with {hint}"
+        ) from None
+    return sock
 
 
 def run(settings: Settings, *, log_level: str = "info", app: SlipwayApp | None = None) -> None:
@@ -139,18 +150,7 @@ class BackgroundServer:
         check_auth_for_host(settings)
         self.app = web.mount(app or SlipwayApp(settings))
         self.settings = settings
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
-        # listening socket says it is TCP, and without it Nagle's algorithm plus the client's
-        # delayed ACK hold every response's second write back by ~40 ms.
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((settings.host, settings.port))
-        except OSError as exc:
-            raise SlipwayError(
-                f"cannot listen on {settings.host}:{settings.port} ({exc.strerror});"
-                " choose another with --port"
-            ) from None
+        self._sock = bind_socket(settings.host, settings.port)
         self.port = self._sock.getsockname()[1]
         self.url = f"http://{settings.host}:{self.port}"
         self.server = uvicorn.Server(uvicorn_config(self.app, settings, log_level))

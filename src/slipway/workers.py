@@ -20,7 +20,6 @@ worker; alert rules are evaluated by the first worker only
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import signal
@@ -35,8 +34,6 @@ from types import FrameType
 from slipway.errors import SlipwayError
 from slipway.settings import Settings
 
-log = logging.getLogger("slipway.workers")
-
 MAX_WORKERS = 64
 FAST_EXIT_S = 10.0  # a worker that exits this soon after it started counts towards a crash loop
 MAX_FAST_EXITS = 3
@@ -44,17 +41,10 @@ POLL_S = 0.2
 
 
 def listen(settings: Settings) -> socket.socket:
-    """The listening socket every worker inherits (TCP_NODELAY needs IPPROTO_TCP; see server)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((settings.host, settings.port))
-    except OSError as exc:
-        sock.close()
-        raise SlipwayError(
-            f"cannot listen on {settings.host}:{settings.port} ({exc.strerror});"
-            " choose another with --port"
-        ) from None
+    """The listening socket every worker inherits."""
+    from slipway.server import bind_socket
+
+    sock = bind_socket(settings.host, settings.port)
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -88,7 +78,7 @@ class Supervisor:
         if settings.grpc_port > 0:
             from slipway.server import check_port_free
 
-            check_port_free(settings.host, settings.grpc_port)
+            check_port_free(settings.host, settings.grpc_port, "SLIPWAY_GRPC_PORT")
         self.sock = listen(settings)
         self.port = int(self.sock.getsockname()[1])
         self.metrics_dir, self._made_dir = _metrics_dir(settings)

@@ -161,7 +161,7 @@ def test_a_worker_that_keeps_failing_at_start_stops_the_server(home: Path) -> No
 
 
 def test_worker_counts_out_of_range_and_bundles_are_refused(home: Path) -> None:
-    env = {**os.environ, "SLIPWAY_HOME": str(home), "SLIPWAY_AUTH": "0"}
+    env = {**os.environ, "SLIPWAY_HOME": str(home), "SLIPWAY_AUTH": "0", "COLUMNS": "200"}
     done = subprocess.run(
         [SLIPWAY, "serve", "--port", str(_free_port()), "--workers", "0"],
         env=env, capture_output=True, text=True, timeout=60,
@@ -220,7 +220,8 @@ def test_workers_share_the_grpc_port_too(home: Path) -> None:
         assert len(_children(served.proc.pid)) == 2
     finally:
         assert served.stop() == 0
-    env = {**os.environ, "SLIPWAY_HOME": str(home), "SLIPWAY_AUTH": "0", "SLIPWAY_GRPC_PORT": "0"}
+    env = {**os.environ, "SLIPWAY_HOME": str(home), "SLIPWAY_AUTH": "0", "COLUMNS": "200"}
+    env["SLIPWAY_GRPC_PORT"] = "0"
     done = subprocess.run(
         [SLIPWAY, "serve", "--port", str(_free_port()), "--workers", "2"],
         env=env, capture_output=True, text=True, timeout=60,
@@ -238,3 +239,21 @@ def test_workers_stop_when_their_supervisor_is_killed(served: Served) -> None:
     while any(_alive(pid) for pid in workers):
         assert time.monotonic() < deadline, "workers outlived their supervisor"
         time.sleep(0.1)
+
+
+def test_a_port_in_use_is_refused_with_the_setting_to_change(home: Path) -> None:
+    env = {**os.environ, "SLIPWAY_HOME": str(home), "SLIPWAY_AUTH": "0", "COLUMNS": "200"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for argv, extra, hint in (
+            (["--port", str(port)], {}, "choose another with --port"),
+            (["--port", str(_free_port())], {"SLIPWAY_GRPC_PORT": str(port)},
+             "choose another with SLIPWAY_GRPC_PORT"),
+        ):  # fmt: skip
+            done = subprocess.run(
+                [SLIPWAY, "serve", "--workers", "2", *argv],
+                env={**env, **extra}, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode != 0 and hint in done.stderr, done.stderr
