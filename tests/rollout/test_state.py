@@ -241,3 +241,47 @@ def test_an_operator_promotion_and_a_ticking_controller_never_race(
         stop.set()
         ticker.join()
     assert errors == []
+
+
+def test_a_status_report_never_shows_an_ended_rollout_without_its_ending(store: SqlStore) -> None:
+    """The report reads the events and the rollout apart; a decision committed between the two
+    reads must not give a rollout that has ended with events that do not say so."""
+    import threading
+
+    from slipway.errors import NotFound
+    from slipway.rollout.reports import rollout_status
+
+    stop = threading.Event()
+    seen: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                status = rollout_status(store, "d")
+            except NotFound:  # before the first rollout
+                continue
+            except BaseException as exc:  # noqa: BLE001 - reported by the test below
+                errors.append(exc)
+                return
+            seen.append((status["rollout"]["status"], status["events"][0]["kind"]))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        config = RolloutConfig(strategy="canary", steps=[50])
+        for i in range(60):
+            other = 2 if store.get_deployment("d").version == 1 else 1
+            actions.start(store, "d", other, config)
+            if i % 3 == 0:
+                actions.abort(store, "d", actor="ana")
+            else:
+                actions.promote(store, "d", actor="ana")
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    ended = [(status, kind) for status, kind in seen if status != "running"]
+    assert ended and all(status == kind for status, kind in ended), {
+        pair for pair in ended if pair[0] != pair[1]
+    }

@@ -12,6 +12,8 @@ from slipway.rollout.policy import RolloutRecord
 from slipway.rollout.shadow import ShadowReport, ShadowStats, report
 from slipway.rollout.state import RolloutStore
 
+_CONSISTENT_READS = 5  # a decision between two reads is rare; two in a row rarer still
+
 
 def shadow_report(rollouts: RolloutStore, rollout: RolloutRecord) -> ShadowReport:
     """The shadow comparison of ``rollout``, summed over every replica's windows."""
@@ -27,12 +29,17 @@ def rollout_status(store: SqlStore, deployment: str, *, events: int = 20) -> dic
     live evidence per version since the step began, and newest events."""
     rollouts = RolloutStore(store)
     rollout_id = rollouts.current(deployment).id
-    # Events first, then the rollout they belong to: a decision writes its event and the
-    # rollout's new state in one transaction, so the state read after the events is at least
-    # as new as the newest of them (read the other way round, a report could list a decision
-    # whose analysis it did not show yet).
+    # A decision writes its event and the rollout's new state in one transaction, but the two
+    # are read apart: events, the rollout, events again. When no event came in between, the
+    # state read matches the events (no decision listed without its analysis, and no ended
+    # rollout whose ending event is missing); otherwise read again.
     newest = rollouts.events(rollout_id, events)
-    rollout = rollouts.get(rollout_id)
+    for _ in range(_CONSISTENT_READS):
+        rollout = rollouts.get(rollout_id)
+        again = rollouts.events(rollout_id, events)
+        if [e.id for e in again[:1]] == [e.id for e in newest[:1]]:
+            break
+        newest = again
     record = store.get_deployment(deployment)
     arms = rollouts.arm_stats(rollout.id, since=rollout.step_started_at)
     live = {
