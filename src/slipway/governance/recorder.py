@@ -41,7 +41,7 @@ log = logging.getLogger("slipway.audit")
 MODES = ("fail-open", "fail-closed", "off")
 REDACTED = "[redacted]"
 _DEFAULT_POLICY = InferencePolicy()
-# Records built per turn of the event loop: ~9 µs each (decode, canonical JSON, link), so a
+# Records built per turn of the event loop: ~9 µs each (body hashes, JSON, chain link), so a
 # request that arrives meanwhile waits ~70 µs at most (32 put p95 at one connection +0.15 ms).
 _SLICE = 8
 
