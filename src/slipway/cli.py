@@ -412,7 +412,7 @@ def serve(
     if settings.workers != 1:
         from slipway import workers as worker_processes
 
-        raise typer.Exit(worker_processes.serve(settings, settings.workers, log_level=log_level))
+        raise typer.Exit(worker_processes.serve(settings, log_level=log_level))
     err_console.print(f"serving on http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
     run(settings, log_level=log_level)
 

@@ -65,7 +65,8 @@ def _metrics_dir(settings: Settings) -> tuple[Path, bool]:
 class Supervisor:
     """Starts, replaces and stops the worker processes of one server."""
 
-    def __init__(self, settings: Settings, workers: int, *, log_level: str = "info") -> None:
+    def __init__(self, settings: Settings, *, log_level: str = "info") -> None:
+        workers = settings.workers
         if not 1 <= workers <= MAX_WORKERS:
             raise SlipwayError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
         if settings.grpc_port == 0:
@@ -182,14 +183,15 @@ class Supervisor:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
-def serve(settings: Settings, workers: int, *, log_level: str = "info") -> int:
-    """Serve with ``workers`` processes until SIGINT/SIGTERM; the exit code."""
+def serve(settings: Settings, *, log_level: str = "info") -> int:
+    """Serve with ``settings.workers`` processes until SIGINT/SIGTERM; the exit code."""
     from slipway.server import check_auth_for_host
 
     check_auth_for_host(settings)
-    supervisor = Supervisor(settings, workers, log_level=log_level)
+    supervisor = Supervisor(settings, log_level=log_level)
     print(
-        f"serving on http://{settings.host}:{supervisor.port} with {workers} worker processes"
+        f"serving on http://{settings.host}:{supervisor.port} with {supervisor.count} worker"
+        " processes"
         "  (Ctrl-C to stop)",
         file=sys.stderr,
     )
