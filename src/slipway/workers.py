@@ -14,7 +14,8 @@ emptied) before they import the client, and marks a dead worker's live gauges go
 audit chain, rollout controller and evidence already work across processes (replicas do the
 same); with gRPC on, the workers share its port too (SO_REUSEPORT). Drift windows stay per
 worker; alert rules are evaluated by the first worker only
-(``SLIPWAY_ALERT_EVALUATION=0`` for the others), so each firing is stored and sent once.
+(``SLIPWAY_ALERT_EVALUATION=0`` for the others), so each firing is stored and sent once, on the
+request and queue figures of every worker (``ServingMetrics.server_wide``).
 """
 
 from __future__ import annotations

@@ -79,6 +79,20 @@ def test_rate_windows_use_the_difference_of_cumulative_samples() -> None:
     )
 
 
+def test_a_window_longer_than_the_history_counts_everything_since_the_server_started() -> None:
+    # Requests served before the first sample still fall inside a 300 s window: a rule that
+    # fired on them must not resolve at the next sample just because nothing new came in.
+    history = alerts.TrafficHistory([0.1, float("inf")])
+    history.add("d", alerts.TrafficSample(100.0, {"ok": 8, "server_error": 2}, [10, 0]))
+    history.add("d", alerts.TrafficSample(105.0, {"ok": 8, "server_error": 2}, [10, 0]))
+    values = alerts.AlertValues(traffic=history)
+    assert values.value(AlertRule(name="e", kind="error_rate", threshold=0.1), "d") == 0.2
+    p99 = AlertRule(name="p", kind="latency_p99", threshold=0)
+    assert values.value(p99, "d") == pytest.approx(0.099)  # inside the first bucket
+    quiet = AlertRule(name="e", kind="error_rate", threshold=0.1, window_s=5)
+    assert values.value(quiet, "d") is None  # a 5 s window starts at the first sample
+
+
 def test_rules_apply_to_every_deployment_and_firing_rules_resolve_when_data_goes() -> None:
     history = alerts.TrafficHistory([0.1, float("inf")])
     values = alerts.AlertValues(

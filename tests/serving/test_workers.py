@@ -201,6 +201,36 @@ def test_alert_rules_are_evaluated_by_one_worker_so_each_firing_is_stored_once(
         assert served.stop() == 0
 
 
+def test_the_worker_evaluating_alerts_sees_the_traffic_the_others_served(
+    home: Path, tmp_path: Path, cancer
+) -> None:
+    x, _ = cancer
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rules]]\nname = "any"\nkind = "latency_p99"\nthreshold = 0\nfor_s = 0\n')
+    served = Served(home, 2, SLIPWAY_ALERT_RULES_FILE=str(rules), SLIPWAY_MONITOR_INTERVAL_S="0.2")
+    try:
+        served.wait_ready()
+        evaluating = [
+            pid
+            for pid in _children(served.proc.pid)
+            if b"SLIPWAY_ALERT_EVALUATION=1"
+            in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        ]
+        assert len(evaluating) == 1
+        os.kill(evaluating[0], signal.SIGSTOP)  # every request now goes to the other worker
+        try:
+            for i in range(20):
+                assert _predict(served.url, x[i : i + 1]) == 200
+        finally:
+            os.kill(evaluating[0], signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while not httpx.get(f"{served.url}/api/alerts").json()["events"]:
+            assert time.monotonic() < deadline, "the rule never saw the other worker's requests"
+            time.sleep(0.2)
+    finally:
+        assert served.stop() == 0
+
+
 def test_workers_share_the_grpc_port_too(home: Path) -> None:
     import grpc
 

@@ -233,12 +233,10 @@ class TrafficHistory:
         if not samples:
             return {}, [0.0] * len(self.bounds)
         last = samples[-1]
-        first = samples[0]
-        for s in reversed(samples):
-            if last.at - s.at >= window_s:
-                first = s
-                break
-        if first is last:  # one sample: everything since the start counts
+        first = next((s for s in reversed(samples) if last.at - s.at >= window_s), None)
+        if first is None or first is last:
+            # The history is shorter than the window: the counters started at zero with the
+            # server, so everything they hold falls inside it.
             return dict(last.outcomes), list(last.buckets)
         outcomes = {k: v - first.outcomes.get(k, 0.0) for k, v in last.outcomes.items()}
         buckets = [a - b for a, b in zip(last.buckets, first.buckets, strict=True)]

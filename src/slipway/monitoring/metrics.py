@@ -17,6 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
 
 from slipway.monitoring.buckets import BucketFamily, Buckets, CountFamily, InFlightFamily
@@ -287,13 +288,33 @@ class ServingMetrics:
                 arms[(name, traffic.shadow)] = "shadow"
         self.arms = arms
 
-    def render(self, repository: Any) -> tuple[bytes, str]:
-        """The metrics page: refresh queue depths and arms, then every metric in text format."""
-        self.refresh_arms(repository.deployments)
+    def refresh_queue_depths(self, repository: Any) -> None:
+        """Set the queue-depth gauges from this process's batch queues."""
         for (model, number), loaded in repository.loaded.items():
             for name, record in repository.deployments.items():
                 if record.model == model and number in (record.version, record.previous_version):
                     self.queue_depth.labels(name, str(number)).set(loaded.queue.depth)
+
+    def server_wide(self) -> list[Metric]:
+        """Request counts, request durations and queue depths of the whole server: with several
+        workers, every worker's summed from the multiprocess directory (what a scrape shows),
+        so what one worker evaluates covers the traffic the others served."""
+        if not self.multiprocess_dir:
+            return [*self.requests.collect(), *self.duration.collect(), *self.queue_depth.collect()]
+        from prometheus_client import multiprocess
+
+        wanted = {
+            "slipway_requests",
+            "slipway_request_duration_seconds",
+            "slipway_queue_depth_rows",
+        }
+        merged = multiprocess.MultiProcessCollector(None, path=self.multiprocess_dir)
+        return [family for family in merged.collect() if family.name in wanted]
+
+    def render(self, repository: Any) -> tuple[bytes, str]:
+        """The metrics page: refresh queue depths and arms, then every metric in text format."""
+        self.refresh_arms(repository.deployments)
+        self.refresh_queue_depths(repository)
         for name, record in repository.deployments.items():
             for version, share in traffic_shares(record).items():
                 self.rollout_weight.labels(name, str(version)).set(share)

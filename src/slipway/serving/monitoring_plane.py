@@ -16,10 +16,13 @@ import datetime as dt
 import functools
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
 from slipway.monitoring import alerts, drift
 from slipway.monitoring.alert_store import AlertStore
@@ -169,7 +172,10 @@ class MonitoringPlane:
             await asyncio.to_thread(self.monitor.evaluate)
         self.monitor.forget(self._deployed())
         results = self.monitor.latest
-        self._sample_traffic(now)
+        # Every worker publishes its queues; the one evaluating rules reads the server's sums.
+        self.metrics.refresh_queue_depths(self.repository)
+        server = self.metrics.server_wide()
+        self._sample_traffic(now, server)
         if not self.settings.alert_evaluation:  # another worker of this server evaluates them
             return []
         self.business = await asyncio.to_thread(self._business_metrics)
@@ -179,7 +185,7 @@ class MonitoringPlane:
             drift=_scores(results, predictions=False),
             prediction_drift=_scores(results, predictions=True),
             business=self.business,
-            queue_depth=self._queue_depths(),
+            queue_depth=_queue_depths(server),
         )
         self.states, events = alerts.evaluate_rules(rules, self.states, values, now)
         for (rule, deployment), state in self.states.items():
@@ -230,29 +236,17 @@ class MonitoringPlane:
             if getattr(queue, "observer", False) is None:
                 queue.observer = functools.partial(self.metrics.observe_batch, model, number)
 
-    def _queue_depths(self) -> dict[str, float]:
-        depths: dict[str, float] = {}
-        for (model, number), loaded in self.repository.loaded.items():
-            for name, record in self.repository.deployments.items():
-                if record.model == model and number in (record.version, record.previous_version):
-                    depths[name] = depths.get(name, 0.0) + loaded.queue.depth
-        return depths
-
-    def _sample_traffic(self, now: float) -> None:
-        """Cumulative request counters per deployment from the metrics registry."""
+    def _sample_traffic(self, now: float, server: list[Metric]) -> None:
+        """Cumulative request counters per deployment, from the server's metrics."""
         outcomes: dict[str, dict[str, float]] = {}
         buckets: dict[str, dict[float, float]] = {}
-        for family in self.metrics.requests.collect():
-            for s in family.samples:
-                if s.name.endswith("_total"):
-                    d = outcomes.setdefault(s.labels["deployment"], {})
-                    d[s.labels["outcome"]] = d.get(s.labels["outcome"], 0.0) + s.value
-        for family in self.metrics.duration.collect():
-            for s in family.samples:
-                if s.name.endswith("_bucket"):
-                    b = buckets.setdefault(s.labels["deployment"], {})
-                    le = float(s.labels["le"])
-                    b[le] = b.get(le, 0.0) + s.value
+        for s in _samples(server, "slipway_requests_total"):
+            d = outcomes.setdefault(s.labels["deployment"], {})
+            d[s.labels["outcome"]] = d.get(s.labels["outcome"], 0.0) + s.value
+        for s in _samples(server, "slipway_request_duration_seconds_bucket"):
+            b = buckets.setdefault(s.labels["deployment"], {})
+            le = float(s.labels["le"])
+            b[le] = b.get(le, 0.0) + s.value
         for deployment, by_outcome in outcomes.items():
             cumulative = [buckets.get(deployment, {}).get(le, 0.0) for le in BOUNDS]
             per_bucket = [c - p for c, p in zip(cumulative, [0.0, *cumulative[:-1]], strict=True)]
@@ -348,6 +342,19 @@ class MonitoringPlane:
             "window": msgspec.to_builtins(self.monitor.window),
             "dropped": self.monitor.dropped,
         }
+
+
+def _samples(families: list[Metric], name: str) -> Iterator[Sample]:
+    return (s for family in families for s in family.samples if s.name == name)
+
+
+def _queue_depths(server: list[Metric]) -> dict[str, float]:
+    """Rows waiting per deployment, over its versions (and, with several workers, over every
+    worker's queues)."""
+    depths: dict[str, float] = {}
+    for s in _samples(server, "slipway_queue_depth_rows"):
+        depths[s.labels["deployment"]] = depths.get(s.labels["deployment"], 0.0) + s.value
+    return depths
 
 
 def _scores(
