@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from slipway.errors import Overloaded
 from slipway.governance import audit
@@ -156,7 +157,10 @@ def test_a_failed_write_is_retried_with_the_records_built_meanwhile(tmp_path) ->
 
     store = SqlStore(f"sqlite:///{tmp_path}/registry.db")
     database = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
-    recorder = PredictionRecorder(store, lambda name: None, batch_size=20, flush_interval_s=0.02)
+    metrics = CollectorRegistry()
+    recorder = PredictionRecorder(
+        store, lambda name: None, batch_size=20, flush_interval_s=0.02, registry=metrics
+    )
 
     async def until(condition, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -182,8 +186,11 @@ def test_a_failed_write_is_retried_with_the_records_built_meanwhile(tmp_path) ->
         record(30, "b")  # built behind the refused batch
         await asyncio.sleep(0.1)
         assert recorder.written._value.get() == 10 and recorder.queued == 61
+        waiting = "slipway_audit_queue_records"
+        await until(lambda: metrics.get_sample_value(waiting) == 61)  # set at each retry
         database.execute("DROP TRIGGER refuse")
         await until(lambda: recorder.queued == 0)
+        await until(lambda: metrics.get_sample_value(waiting) == 0)
         await recorder.stop()
 
     asyncio.run(scenario())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from slipway.cli import app as cli
@@ -277,3 +278,55 @@ def test_business_metric_per_arm_from_feedback_fires_a_floor_alert(
             labels = 'deployment="cancer-prod",metric="converted"'
             assert f'slipway_business_metric{{arm="candidate",{labels}}} 0.0' in text
             assert f'slipway_business_metric{{arm="stable",{labels}}} 1.0' in text
+
+
+def _series(http: httpx.Client, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(http.get("/metrics").text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+def test_series_of_deleted_rules_and_undeployed_versions_leave_the_metrics_page(
+    http: httpx.Client, registry, cancer, cancer_model
+) -> None:
+    x, _ = cancer
+    firing = (("deployment", "cancer-prod"), ("rule", "any"))
+    rule = {"name": "any", "kind": "latency_p99", "threshold": 0.0, "for_s": 0.0}
+    assert http.post("/api/alerts/rules", json=rule).status_code == 201
+    _send(http, x[:200])  # also past drift_min_samples: version 1 gets drift series
+    assert _until(lambda: _series(http, "slipway_alerts_firing").get(firing) == 1.0)
+    assert _until(lambda: _series(http, "slipway_drift_score"))
+    assert http.delete("/api/alerts/rules/any").status_code in (200, 204)
+    assert _until(lambda: firing not in _series(http, "slipway_alerts_firing"))
+
+    # Version 1 -> 2 -> 3: version 1 is neither served nor the warm previous version.
+    for number in (2, 3):
+        registry.register_sklearn("cancer", cancer_model, x)
+        registry.store.set_deployment_version("cancer-prod", number)
+        assert _until(
+            lambda n=number: (
+                http.post("/v2/models/cancer-prod/infer", json=v2_body(x[:1])).json()[
+                    "model_version"
+                ]
+                == str(n)
+            )
+        )
+    weights = _until(
+        lambda: (
+            (w := _series(http, "slipway_rollout_weight"))
+            and {dict(k)["version"] for k in w} == {"3"}
+            and w
+        )
+    )
+    assert list(weights.values()) == [1.0]
+    assert _until(
+        lambda: not any(
+            dict(k)["version"] == "1"
+            for name in ("slipway_drift_score", "slipway_drift_p_value", "slipway_drift_detected",
+                         "slipway_drift_window_rows", "slipway_prediction_drift_score")
+            for k in _series(http, name)
+        )
+    )  # fmt: skip

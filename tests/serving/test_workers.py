@@ -143,8 +143,12 @@ def test_workers_share_the_port_and_one_metrics_page_and_a_dead_one_is_replaced(
     for i in range(20):  # the survivor serves meanwhile; the new worker joins when ready
         assert _predict(served.url, x[i : i + 2]) == 200
     sent += 20
-    # The dead worker's counts stay in the sum.
+    # The dead worker's counts stay in the sum; its gauges leave (every gauge aggregates over
+    # live processes only, so a dead worker's last drift score or alert state cannot linger).
     assert _ok_requests(httpx.get(f"{served.url}/metrics").text) == sent
+    gauges = sorted(p.name for p in prom.glob("gauge_*.db"))
+    assert gauges and all(name.startswith("gauge_live") for name in gauges), gauges
+    assert not [name for name in gauges if name.endswith(f"_{victim}.db")], gauges
 
     assert served.stop() == 0
     assert not any(_alive(pid) for pid in workers)

@@ -103,11 +103,14 @@ class PredictionRecorder:
             "Prediction audit records appended to the audit log.",
             registry=registry,
         )
-        Gauge(
+        # Set by the writer at each turn (every flush_interval_s at most), not read at scrape
+        # time: with several workers the page is built from the workers' files.
+        self._queued = Gauge(
             "slipway_audit_queue_records",
             "Prediction audit records waiting to be written.",
             registry=registry,
-        ).set_function(lambda: len(self._queue))
+            multiprocess_mode="livesum",
+        )
 
     # -- the request path --------------------------------------------------------------------
 
@@ -191,6 +194,7 @@ class PredictionRecorder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
             self._wake.clear()
+            self._queued.set(len(self._queue))
             try:
                 await self.flush()
             except Exception:  # keep the records queued; the database may be back soon

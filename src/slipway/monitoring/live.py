@@ -93,6 +93,8 @@ class LiveMonitor:
         self._windows: dict[Key, tuple[VersionRecord, VersionWindow]] = {}
         self._lock = threading.Lock()
         self.latest: dict[Key, VersionDrift] = {}
+        # Feature and output names with drift series on the metrics page, per version.
+        self._published: dict[Key, tuple[set[str], set[str]]] = {}
         self._drop_counter = metrics.side_dropped.labels("drift_capture") if metrics else None
         self._skip_counter = metrics.drift_not_captured if metrics else None
         self._skips_published = 0
@@ -214,12 +216,14 @@ class LiveMonitor:
                 if key not in keep:
                     del self._windows[key]
                     self.latest.pop(key, None)
+                    self._retire(key)
 
     def _publish(self, deployment: str, number: int, rows: int, report: drift.DriftReport) -> None:
         m = self.metrics
         if m is None:
             return
         version = str(number)
+        published = self._published.setdefault((deployment, number), (set(), set()))
         m.drift_window_rows.labels(deployment, version).set(rows)
         for f in report.features:
             if f.verdict == "insufficient":
@@ -228,6 +232,24 @@ class LiveMonitor:
             m.drift_score.labels(*labels).set(f.psi)
             m.drift_p_value.labels(*labels).set(f.adjusted_p)
             m.drift_detected.labels(*labels).set(1.0 if f.drifted else 0.0)
+            published[0].add(f.name)
         for f in report.predictions:
             if f.verdict != "insufficient":
                 m.prediction_drift.labels(deployment, version, f.name).set(f.psi)
+                published[1].add(f.name)
+
+    def _retire(self, key: Key) -> None:
+        """Take an undeployed version's drift series off the metrics page."""
+        features, outputs = self._published.pop(key, (set(), set()))
+        m = self.metrics
+        if m is None:
+            return
+        deployment, version = key[0], str(key[1])
+        m.retire(m.drift_window_rows, (deployment, version), 0.0)
+        for name in features:
+            labels = (deployment, version, name)
+            m.retire(m.drift_score, labels, 0.0)
+            m.retire(m.drift_p_value, labels, 1.0)
+            m.retire(m.drift_detected, labels, 0.0)
+        for name in outputs:
+            m.retire(m.prediction_drift, (deployment, version, name), 0.0)

@@ -12,7 +12,7 @@ client requires) and ``render`` aggregates every process's values with the clien
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -165,56 +165,56 @@ class ServingMetrics:
             "Per-feature drift score (PSI against the reference profile).",
             drift,
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.drift_p_value = Gauge(
             "slipway_drift_p_value",
             "Per-feature drift test p-value, Benjamini-Hochberg adjusted (KS or chi-squared).",
             drift,
             registry=r,
-            multiprocess_mode="min",
+            multiprocess_mode="livemin",
         )
         self.drift_detected = Gauge(
             "slipway_drift_detected",
             "1 when the feature's drift verdict is drift, else 0.",
             drift,
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.drift_window_rows = Gauge(
             "slipway_drift_window_rows",
             "Rows in the live drift window.",
             ["deployment", "version"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.prediction_drift = Gauge(
             "slipway_prediction_drift_score",
             "Per-output drift score (PSI of predictions against the reference profile).",
             ["deployment", "version", "output"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.business = Gauge(
             "slipway_business_metric",
             "Business metric per arm from feedback (e.g. mean outcome).",
             ["deployment", "arm", "metric"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.alerts_firing = Gauge(
             "slipway_alerts_firing",
             "1 while an alert rule is firing for a deployment.",
             ["rule", "deployment"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.rollout_weight = Gauge(
             "slipway_rollout_weight",
             "Share of a deployment's traffic routed to a version (0..1).",
             ["deployment", "version"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self._local = CollectorRegistry()  # this process's own collectors, also in mp mode
         if process:
@@ -228,6 +228,7 @@ class ServingMetrics:
         self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
         self._queue_children: dict[tuple[str, str], tuple[Buckets, Buckets, Buckets]] = {}
         self._in_flight_children: dict[tuple[str, str], Any] = {}
+        self._weighted: set[tuple[str, str]] = set()  # rollout_weight labels of the last render
 
     outcome_of = staticmethod(outcome_of)
 
@@ -311,13 +312,27 @@ class ServingMetrics:
         merged = multiprocess.MultiProcessCollector(None, path=self.multiprocess_dir)
         return [family for family in merged.collect() if family.name in wanted]
 
+    def retire(self, gauge: Gauge, labels: Sequence[str], idle: float) -> None:
+        """A series whose subject is gone (an undeployed version, a deleted rule): removed in
+        one process; set to ``idle``, what the absent subject reads as, with several workers,
+        where the client cannot remove a series."""
+        if self.multiprocess_dir:
+            gauge.labels(*labels).set(idle)
+        else:
+            gauge.remove(*labels)
+
     def render(self, repository: Any) -> tuple[bytes, str]:
         """The metrics page: refresh queue depths and arms, then every metric in text format."""
         self.refresh_arms(repository.deployments)
         self.refresh_queue_depths(repository)
+        weighted: set[tuple[str, str]] = set()
         for name, record in repository.deployments.items():
             for version, share in traffic_shares(record).items():
                 self.rollout_weight.labels(name, str(version)).set(share)
+                weighted.add((name, str(version)))
+        for labels in self._weighted - weighted:  # a rolled-back candidate, a replaced version
+            self.retire(self.rollout_weight, labels, 0.0)
+        self._weighted = weighted
         if not self.multiprocess_dir:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         from prometheus_client import multiprocess

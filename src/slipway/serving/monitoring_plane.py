@@ -187,9 +187,12 @@ class MonitoringPlane:
             business=self.business,
             queue_depth=_queue_depths(server),
         )
+        before = self.states
         self.states, events = alerts.evaluate_rules(rules, self.states, values, now)
         for (rule, deployment), state in self.states.items():
             self.metrics.alerts_firing.labels(rule, deployment).set(state.state == "firing")
+        for gone in before.keys() - self.states.keys():  # a deleted rule, a removed deployment
+            self.metrics.retire(self.metrics.alerts_firing, gone, 0.0)
         if events:
             events = await asyncio.to_thread(self.alert_store.add_events, events)
             for event in events:
