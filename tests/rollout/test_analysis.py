@@ -7,7 +7,14 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from slipway.rollout.analysis import ArmStats, GateConfig, evaluate, latency_bucket, psi
+from slipway.rollout.analysis import (
+    ArmStats,
+    GateConfig,
+    evaluate,
+    ks_statistic,
+    latency_bucket,
+    psi,
+)
 from slipway.rollout.policy import RolloutConfig, RolloutRecord, decide
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -44,6 +51,23 @@ def test_a_bad_candidate_fails_the_matching_check(candidate: ArmStats, failing: 
     result = evaluate(arm(500), candidate, GATES)
     assert result.verdict == "fail"
     assert [c.name for c in result.checks if c.status == "fail"] == [failing]
+
+
+def test_the_output_ks_gate_uses_the_two_sample_ks_statistic() -> None:
+    from scipy import stats
+
+    gates = GateConfig(min_samples=100, min_output_samples=50, max_output_ks=0.2)
+    stable, same, shifted = arm(500), arm(500, seed=1), arm(500, seed=1, shift=0.15)
+    for candidate, status in ((same, "pass"), (shifted, "fail")):
+        check = {c.name: c for c in evaluate(stable, candidate, gates).checks}["output_ks"]
+        want = stats.ks_2samp(stable.scores, candidate.scores).statistic
+        assert check.status == status and check.value == pytest.approx(want, abs=1e-12)
+    rng = np.random.default_rng(3)
+    for a, b in [
+        (rng.normal(size=40), rng.normal(size=70)),
+        (rng.integers(0, 3, 30), rng.integers(0, 4, 25)),
+    ]:
+        assert ks_statistic(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
 
 
 def test_a_healthy_candidate_passes() -> None:
