@@ -105,6 +105,20 @@ def test_rules_apply_to_every_deployment_and_firing_rules_resolve_when_data_goes
     assert [(e.deployment, e.state) for e in events] == [("a", "resolved")]
 
 
+def test_a_rule_removed_while_firing_resolves() -> None:
+    history = alerts.TrafficHistory([0.1, float("inf")])
+    values = alerts.AlertValues(traffic=history, drift={"a": {"x0": 0.5}, "b": {"x0": 0.5}})
+    rule = AlertRule(name="drift", kind="drift_score", threshold=0.2, for_s=0)
+    states, events = alerts.evaluate_rules([rule], {}, values, now=1.0)
+    assert [(e.deployment, e.state) for e in events] == [("a", "firing"), ("b", "firing")]
+    states, events = alerts.evaluate_rules([], states, values, 2.0, removed=[rule])
+    assert states == {}
+    assert [(e.rule, e.deployment, e.state) for e in events] == [
+        ("drift", "a", "resolved"), ("drift", "b", "resolved"),
+    ]  # fmt: skip
+    assert "removed while firing" in events[0].message
+
+
 def test_rules_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
     path.write_text(

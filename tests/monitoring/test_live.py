@@ -290,7 +290,7 @@ def _series(http: httpx.Client, name: str) -> dict[tuple[tuple[str, str], ...], 
 
 
 def test_series_of_deleted_rules_and_undeployed_versions_leave_the_metrics_page(
-    http: httpx.Client, registry, cancer, cancer_model
+    http: httpx.Client, registry, receiver: Receiver, cancer, cancer_model
 ) -> None:
     x, _ = cancer
     firing = (("deployment", "cancer-prod"), ("rule", "any"))
@@ -301,6 +301,10 @@ def test_series_of_deleted_rules_and_undeployed_versions_leave_the_metrics_page(
     assert _until(lambda: _series(http, "slipway_drift_score"))
     assert http.delete("/api/alerts/rules/any").status_code in (200, 204)
     assert _until(lambda: firing not in _series(http, "slipway_alerts_firing"))
+    # A receiver that opened an incident on the firing gets it closed.
+    assert _until(lambda: _events(receiver, "any") == ["firing", "resolved"])
+    resolved = [b["event"] for b in receiver.bodies if b["event"]["state"] == "resolved"]
+    assert "removed while firing" in resolved[0]["message"]
 
     # Version 1 -> 2 -> 3: version 1 is neither served nor the warm previous version.
     for number in (2, 3):

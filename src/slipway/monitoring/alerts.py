@@ -290,10 +290,19 @@ def evaluate_rules(
     states: Mapping[tuple[str, str], AlertState],
     values: AlertValues,
     now: float,
+    removed: Sequence[AlertRule] = (),
 ) -> tuple[dict[tuple[str, str], AlertState], list[AlertEvent]]:
-    """One evaluation of every rule for every deployment it applies to."""
+    """One evaluation of every rule for every deployment it applies to. ``removed``: rules
+    evaluated last time and gone now; where one was firing, a resolved event says so (a
+    receiver that opened an incident on the firing closes it)."""
     new_states: dict[tuple[str, str], AlertState] = {}
     events: list[AlertEvent] = []
+    for rule in removed:
+        for (name, deployment), state in sorted(states.items()):
+            if name == rule.name and state.state == "firing":
+                closing = _event(rule, deployment, "resolved", None, now)
+                message = f"{rule.name}: the rule was removed while firing for {deployment}"
+                events.append(msgspec.structs.replace(closing, message=message))
     deployments = values.deployments()
     for rule in rules:
         targets = deployments if rule.deployment == "*" else {rule.deployment}

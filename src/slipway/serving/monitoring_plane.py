@@ -105,6 +105,7 @@ class MonitoringPlane:
         )
         self.traffic = alerts.TrafficHistory(BOUNDS)
         self.states: dict[tuple[str, str], alerts.AlertState] = {}
+        self._evaluated_rules: list[alerts.AlertRule] = []  # the last evaluation's
         self.timeline: dict[str, collections.deque[dict[str, Any]]] = {}
         self.business: dict[str, dict[str, float]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -188,7 +189,10 @@ class MonitoringPlane:
             queue_depth=_queue_depths(server),
         )
         before = self.states
-        self.states, events = alerts.evaluate_rules(rules, self.states, values, now)
+        current = {rule.name for rule in rules}
+        removed = [rule for rule in self._evaluated_rules if rule.name not in current]
+        self.states, events = alerts.evaluate_rules(rules, self.states, values, now, removed)
+        self._evaluated_rules = rules
         for (rule, deployment), state in self.states.items():
             self.metrics.alerts_firing.labels(rule, deployment).set(state.state == "firing")
         for gone in before.keys() - self.states.keys():  # a deleted rule, a removed deployment
