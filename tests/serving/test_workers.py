@@ -178,61 +178,62 @@ def test_worker_counts_out_of_range_and_bundles_are_refused(home: Path) -> None:
     assert done.returncode != 0 and "leave out --workers" in done.stderr
 
 
-def test_alert_rules_are_evaluated_by_one_worker_so_each_firing_is_stored_once(
-    home: Path, tmp_path: Path, cancer
-) -> None:
-    x, _ = cancer
+@pytest.fixture
+def alerting(home: Path, tmp_path: Path) -> Iterator[Served]:
+    """Two workers and a rule that fires on any request (p99 latency over 0)."""
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rules]]\nname = "any"\nkind = "latency_p99"\nthreshold = 0\nfor_s = 0\n')
     served = Served(home, 2, SLIPWAY_ALERT_RULES_FILE=str(rules), SLIPWAY_MONITOR_INTERVAL_S="0.2")
     try:
         served.wait_ready()
-        deadline = time.monotonic() + 60
-        while True:
-            for i in range(20):
-                assert _predict(served.url, x[i : i + 1]) == 200
-            events = httpx.get(f"{served.url}/api/alerts").json()["events"]
-            if events:
-                break
-            assert time.monotonic() < deadline, "no alert fired"
-        for i in range(40):  # both workers busy for several more evaluation intervals
-            assert _predict(served.url, x[i : i + 1]) == 200
-        time.sleep(1.0)
-        events = httpx.get(f"{served.url}/api/alerts").json()["events"]
-        firing = [e for e in events if e["rule"] == "any" and e["state"] == "firing"]
-        assert len(firing) == 1, events
+        yield served
     finally:
         assert served.stop() == 0
+
+
+def _events(served: Served) -> list[dict]:
+    return httpx.get(f"{served.url}/api/alerts").json()["events"]
+
+
+def test_alert_rules_are_evaluated_by_one_worker_so_each_firing_is_stored_once(
+    alerting: Served, cancer
+) -> None:
+    x, _ = cancer
+    deadline = time.monotonic() + 60
+    while True:
+        for i in range(20):
+            assert _predict(alerting.url, x[i : i + 1]) == 200
+        if _events(alerting):
+            break
+        assert time.monotonic() < deadline, "no alert fired"
+    for i in range(40):  # both workers busy for several more evaluation intervals
+        assert _predict(alerting.url, x[i : i + 1]) == 200
+    time.sleep(1.0)
+    events = _events(alerting)
+    firing = [e for e in events if e["rule"] == "any" and e["state"] == "firing"]
+    assert len(firing) == 1, events
 
 
 def test_the_worker_evaluating_alerts_sees_the_traffic_the_others_served(
-    home: Path, tmp_path: Path, cancer
+    alerting: Served, cancer
 ) -> None:
     x, _ = cancer
-    rules = tmp_path / "rules.toml"
-    rules.write_text('[[rules]]\nname = "any"\nkind = "latency_p99"\nthreshold = 0\nfor_s = 0\n')
-    served = Served(home, 2, SLIPWAY_ALERT_RULES_FILE=str(rules), SLIPWAY_MONITOR_INTERVAL_S="0.2")
+    evaluating = [
+        pid
+        for pid in _children(alerting.proc.pid)
+        if b"SLIPWAY_ALERT_EVALUATION=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    ]
+    assert len(evaluating) == 1
+    os.kill(evaluating[0], signal.SIGSTOP)  # every request now goes to the other worker
     try:
-        served.wait_ready()
-        evaluating = [
-            pid
-            for pid in _children(served.proc.pid)
-            if b"SLIPWAY_ALERT_EVALUATION=1"
-            in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        ]
-        assert len(evaluating) == 1
-        os.kill(evaluating[0], signal.SIGSTOP)  # every request now goes to the other worker
-        try:
-            for i in range(20):
-                assert _predict(served.url, x[i : i + 1]) == 200
-        finally:
-            os.kill(evaluating[0], signal.SIGCONT)
-        deadline = time.monotonic() + 20
-        while not httpx.get(f"{served.url}/api/alerts").json()["events"]:
-            assert time.monotonic() < deadline, "the rule never saw the other worker's requests"
-            time.sleep(0.2)
+        for i in range(20):
+            assert _predict(alerting.url, x[i : i + 1]) == 200
     finally:
-        assert served.stop() == 0
+        os.kill(evaluating[0], signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while not _events(alerting):
+        assert time.monotonic() < deadline, "the rule never saw the other worker's requests"
+        time.sleep(0.2)
 
 
 def test_workers_share_the_grpc_port_too(home: Path) -> None:
