@@ -79,3 +79,29 @@ def test_a_winner_is_named_only_when_significant() -> None:
     )
     assert revenue.kind == "mean" and revenue.winner == 2
     assert revenue.test is not None and revenue.test.test == "welch t"
+
+
+def test_a_tiny_p_value_is_not_rounded_to_zero() -> None:
+    result = two_proportion_ztest(100, 10_000, 400, 10_000)
+    assert result.p_value == pytest.approx(2 * stats.norm.sf(abs(result.statistic)), rel=1e-9)
+    assert 0 < result.p_value < 1e-40
+
+
+def test_an_experiment_report_does_not_load_scipy_stats() -> None:
+    """Reports are built in the serving process: scipy.stats would cost ~70 MiB there."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from slipway.rollout import experiment as e\n"
+        "e.two_proportion_ztest(30, 400, 70, 500)\n"
+        "e.welch_ttest([1.0, 2.0, 3.5, 4.0], [2.0, 3.0, 5.0, 6.5, 7.0])\n"
+        "e.proportion_interval(37, 250)\n"
+        "e.mean_interval([1.0, 2.0, 4.0])\n"
+        "e.sample_size_proportions(0.1, 0.12)\n"
+        "print('scipy.stats' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
