@@ -330,7 +330,8 @@ def test_series_of_deleted_rules_and_undeployed_versions_leave_the_metrics_page(
         lambda: not any(
             dict(k)["version"] == "1"
             for name in ("slipway_drift_score", "slipway_drift_p_value", "slipway_drift_detected",
-                         "slipway_drift_window_rows", "slipway_prediction_drift_score")
+                         "slipway_drift_window_rows", "slipway_prediction_drift_score",
+                         "slipway_queue_depth_rows")
             for k in _series(http, name)
         )
     )  # fmt: skip

@@ -229,6 +229,7 @@ class ServingMetrics:
         self._queue_children: dict[tuple[str, str], tuple[Buckets, Buckets, Buckets]] = {}
         self._in_flight_children: dict[tuple[str, str], Any] = {}
         self._weighted: set[tuple[str, str]] = set()  # rollout_weight labels of the last render
+        self._queued: set[tuple[str, str]] = set()  # queue_depth labels of the last refresh
 
     outcome_of = staticmethod(outcome_of)
 
@@ -290,11 +291,17 @@ class ServingMetrics:
         self.arms = arms
 
     def refresh_queue_depths(self, repository: Any) -> None:
-        """Set the queue-depth gauges from this process's batch queues."""
+        """Set the queue-depth gauges from this process's batch queues (an unloaded version's
+        series leaves)."""
+        queued: set[tuple[str, str]] = set()
         for (model, number), loaded in repository.loaded.items():
             for name, record in repository.deployments.items():
                 if record.model == model and number in (record.version, record.previous_version):
                     self.queue_depth.labels(name, str(number)).set(loaded.queue.depth)
+                    queued.add((name, str(number)))
+        for labels in self._queued - queued:
+            self.retire(self.queue_depth, labels, 0.0)
+        self._queued = queued
 
     def server_wide(self) -> list[Metric]:
         """Request counts, request durations and queue depths of the whole server: with several
