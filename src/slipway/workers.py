@@ -190,10 +190,9 @@ def serve(settings: Settings, *, log_level: str = "info") -> int:
 
     check_auth_for_host(settings)
     supervisor = Supervisor(settings, log_level=log_level)
+    url = f"http://{settings.host}:{supervisor.port}"
     print(
-        f"serving on http://{settings.host}:{supervisor.port} with {supervisor.count} worker"
-        " processes"
-        "  (Ctrl-C to stop)",
+        f"serving on {url} with {supervisor.count} worker processes  (Ctrl-C to stop)",
         file=sys.stderr,
     )
     return supervisor.run()
