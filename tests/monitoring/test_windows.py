@@ -234,3 +234,24 @@ def test_captured_requests_are_due_for_folding_by_count_or_by_age() -> None:
     for _ in range(3):
         monitor.offer("dep", _Loaded(Record), request, {})
     assert monitor.fold_due(3, 0.25)  # a slice's worth, however young
+
+
+def test_a_captured_request_shaped_unlike_the_first_is_left_out_of_the_fold() -> None:
+    """A version's captured requests are folded together by the first one's input and output
+    names; one lacking some of them leaves only itself out."""
+    monitor = LiveMonitor(None, window=WindowConfig(kind="rows", size=100))
+
+    class Record:
+        number, digest, model, profile = 1, "d", "m", _profile(np.random.default_rng(8))
+
+    rows = [np.array([[float(i), 0.5]]) for i in range(4)]
+    usual = [({"x": r, "colour": np.array(["a"])}, {"score": r[:, 0]}) for r in rows]
+    odd = ({"x": np.array([[9.0, 9.0]])}, {"score": np.array([9.0])})  # no colour
+    for inputs, outputs in [*usual[:2], odd, *usual[2:]]:
+        monitor.offer("dep", _Loaded(Record), inputs, outputs)
+    assert monitor.fold_pending() == 5
+    latest = monitor.evaluate()[("dep", 1)]
+    assert latest.rows == 4
+    assert latest.windows["colour"] == {"a": 4}
+    x = latest.windows["x[0]"]
+    assert isinstance(x, drift.NumericCounts) and x.n == 4 and x.over_sum == 0.0

@@ -1,10 +1,10 @@
 """Capturing inputs and predictions off the request path, and drift over the live windows.
 
 The request path calls :meth:`LiveMonitor.offer` once per request: an append to a bounded
-queue (a full queue counts a drop and returns; it never blocks or fails the request). A
-background task calls :meth:`fold_pending` (in a thread: it is numpy work) to drain the queue
-into each version's :class:`~slipway.monitoring.windows.VersionWindow`, then :meth:`evaluate`
-to test the windows against the reference profiles and publish the drift gauges.
+queue (a full queue counts a drop and returns; it never blocks or fails the request). A task
+on the event loop calls :meth:`fold_pending`, a slice at a time, to drain the queue into each
+version's :class:`~slipway.monitoring.windows.VersionWindow`; :meth:`evaluate`, on a thread,
+tests the windows against the reference profiles and publishes the drift gauges.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from slipway.monitoring.windows import (
 from slipway.registry.records import Profile, VersionRecord
 
 Key = tuple[str, int]  # (deployment, version)
+# One captured request: (deployment, version record, inputs, outputs, captured at)
+Captured = tuple[str, VersionRecord, dict[str, np.ndarray], dict[str, np.ndarray], float]
 # Capture budget a quiet spell can save up: this many seconds' worth of the capture rate.
 CAPTURE_BURST_S = 0.05
 
@@ -87,9 +89,7 @@ class LiveMonitor:
         self._drops_published = 0
         self.rows_folded = 0
         self.enabled = True
-        self._pending: collections.deque[tuple[str, VersionRecord, Any, Any, float]] = (
-            collections.deque()
-        )
+        self._pending: collections.deque[Captured] = collections.deque()
         self._windows: dict[Key, tuple[VersionRecord, VersionWindow]] = {}
         self._lock = threading.Lock()
         self.latest: dict[Key, VersionDrift] = {}
@@ -144,18 +144,20 @@ class LiveMonitor:
         if self._skip_counter is not None and self.sampled_out > self._skips_published:
             self._skip_counter.inc(self.sampled_out - self._skips_published)
             self._skips_published = self.sampled_out
-        groups: dict[Key, list[tuple[VersionRecord, Any, Any, float]]] = {}
-        taken = 0
-        while limit is None or taken < limit:
-            try:
-                deployment, record, inputs, outputs, at = self._pending.popleft()
-            except IndexError:
-                break
-            taken += 1
-            groups.setdefault((deployment, record.number), []).append((record, inputs, outputs, at))
+        pending = self._pending
+        count = len(pending) if limit is None else min(limit, len(pending))
+        pop = pending.popleft  # the event loop is the queue's one consumer
+        taken = [pop() for _ in range(count)]
+        keys = {(item[0], item[1].number) for item in taken}
+        groups: dict[Key, list[Captured]] = {key: [] for key in keys}
+        if len(keys) == 1:  # the usual slice: one deployment, one version
+            groups[keys.pop()] = taken
+        else:
+            for item in taken:
+                groups[(item[0], item[1].number)].append(item)
         with self._lock:
             for key, items in groups.items():
-                record = items[0][0]
+                record = items[0][1]
                 if record.profile is None or not record.profile.features:
                     continue
                 entry = self._windows.get(key)
@@ -163,23 +165,27 @@ class LiveMonitor:
                     entry = (record, self._new_window(record.profile))
                     self._windows[key] = entry
                 self.rows_folded += self._fold(entry[1], record.profile, items)
-        return taken
+        return count
 
     def _new_window(self, profile: Profile) -> VersionWindow:
         w = self.window
         return VersionWindow(profile, kind=w.kind, size=w.size, slots=w.slots)
 
     @staticmethod
-    def _fold(window: VersionWindow, profile: Profile, items: list[Any]) -> int:
-        names, outputs = items[0][1].keys(), items[0][2].keys()
-        same = [i for i in items if i[1].keys() == names and i[2].keys() == outputs]
-        inputs = {n: np.concatenate([i[1][n] for i in same]) for n in names}
-        preds = {n: np.concatenate([i[2][n] for i in same]) for n in outputs}
+    def _fold(window: VersionWindow, profile: Profile, items: list[Captured]) -> int:
+        names, outputs = list(items[0][2]), list(items[0][3])
+        try:  # a version's requests carry the same inputs and outputs: no per-request check
+            inputs = {n: np.concatenate([i[2][n] for i in items]) for n in names}
+            preds = {n: np.concatenate([i[3][n] for i in items]) for n in outputs}
+        except KeyError:  # one lacks some: fold those shaped like the first
+            items = [i for i in items if i[2].keys() == set(names) and i[3].keys() == set(outputs)]
+            inputs = {n: np.concatenate([i[2][n] for i in items]) for n in names}
+            preds = {n: np.concatenate([i[3][n] for i in items]) for n in outputs}
         columns = feature_columns(profile, inputs)
         if columns is None:
             return 0
         rows = len(columns[0]) if columns else 0
-        window.fold(columns, prediction_columns(preds), rows, same[-1][3])
+        window.fold(columns, prediction_columns(preds), rows, items[-1][4])
         return rows
 
     def evaluate(self) -> dict[Key, VersionDrift]:

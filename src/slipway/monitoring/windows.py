@@ -56,13 +56,16 @@ class _Sketch:
         self._others = sorted(set(range(len(self.profiles))) - set(self._numeric))
         numeric_edges = [self.edges[i] for i in self._numeric]
         widest = max((len(e) for e in numeric_edges if e is not None), default=0)
-        self._edge_matrix = np.full((len(self._numeric), widest), np.inf)
+        # Stored one edge position per row (edges x features): binning compares the block with
+        # each row in turn, `widest` comparisons of rows x features values. One comparison of
+        # a rows x features x edges cube, then a sum over its short last axis, cost twice that.
+        self._edge_rows = np.full((widest, len(self._numeric)), np.inf)
         self._sizes = np.zeros(len(self._numeric), dtype=np.int64)
         self._last = np.zeros(len(self._numeric))
         self._matrix = np.zeros((len(self._numeric), widest + 1), dtype=np.int64)
         for row, (i, e) in enumerate(zip(self._numeric, numeric_edges, strict=True)):
             assert e is not None
-            self._edge_matrix[row, : len(e)] = e
+            self._edge_rows[: len(e), row] = e
             self._sizes[row], self._last[row] = len(e), e[-1]
             self.counts[i] = self._matrix[row, : len(e) + 1]
 
@@ -121,7 +124,9 @@ class _Sketch:
         """``drift.numeric_counts`` for every numeric feature at once, into the count matrix."""
         finite = np.isfinite(block)
         # searchsorted(side="right"): how many edges are <= the value (padding never is)
-        slots = (block[:, :, None] >= self._edge_matrix).sum(axis=2)
+        slots = np.zeros(block.shape, dtype=np.intp)
+        for edge in self._edge_rows:
+            slots += block >= edge
         over = slots == self._sizes
         closing = over & (block == self._last)  # numpy.histogram closes the last bin
         if closing.any():
