@@ -220,9 +220,16 @@ class ModelNotReady(SlipwayError):
 
 
 class Overloaded(SlipwayError):
-    def __init__(self, what: str, retry_after_s: float = 1.0) -> None:
+    """Come back later (503 with ``Retry-After``): a bounded queue is full, or the model is
+    being unloaded."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         self.retry_after_s = retry_after_s
-        super().__init__(f"{what} is full; retry after {retry_after_s:g}s")
+        super().__init__(message)
+
+    @classmethod
+    def full(cls, what: str, retry_after_s: float = 1.0) -> Overloaded:
+        return cls(f"{what} is full; retry after {retry_after_s:g}s", retry_after_s)
 
 
 class DeadlineExceeded(SlipwayError):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from slipway.errors import DeadlineExceeded
+from slipway.errors import DeadlineExceeded, Overloaded
 from slipway.local import Registry
 from slipway.registry.records import BatchingConfig
 from slipway.runtimes.base import Runtime, load_runtime
@@ -215,6 +215,45 @@ def test_stopping_fails_the_batch_on_the_thread_and_the_queue(model: Model, canc
 
     outcomes = run_with_queue(model, body, budget=0.0)
     assert [type(o).__name__ for o in outcomes] == ["Overloaded", "Overloaded"]
+
+
+def test_requests_reaching_a_stopping_or_stopped_queue_are_refused_not_left_waiting(
+    model: Model, cancer
+) -> None:
+    """A request routed to a version in the middle of unloading (a rollout that just ended)
+    gets a 503 at once: it used to join a queue nobody would ever run, and hang."""
+    x, _ = cancer
+
+    async def body(queue: BatchQueue) -> list[BaseException | dict[str, np.ndarray]]:
+        loop = asyncio.get_running_loop()
+
+        def attempt() -> asyncio.Future[dict[str, np.ndarray]]:
+            try:
+                return queue.submit({"input": x[:1]}, 1, 10.0)
+            except Overloaded as exc:
+                refused: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+                refused.set_exception(exc)
+                return refused
+
+        model.release = threading.Event()
+        running = attempt()
+        while not model.threads:  # wait until the batch is inside the model
+            await asyncio.sleep(0.005)
+        stopping = asyncio.ensure_future(queue.stop())
+        await asyncio.sleep(0)  # stop() now waits for the worker to end
+        during = attempt()
+        await stopping
+        after = attempt()
+        model.release.set()
+        return list(
+            await asyncio.wait_for(
+                asyncio.gather(running, during, after, return_exceptions=True), 5
+            )
+        )
+
+    outcomes = run_with_queue(model, body, budget=0.0)
+    assert [type(o).__name__ for o in outcomes] == ["Overloaded"] * 3
+    assert all("unloading" in str(o) for o in outcomes)
 
 
 def test_the_server_runs_a_fast_onnx_model_inline(server, http, cancer, cancer_models) -> None:

@@ -142,7 +142,7 @@ class PredictionRecorder:
         queue = self._queue
         if len(queue) >= self.max_records or self._bytes + size > self.max_bytes:
             if self.fail_closed and outcome == "ok":
-                raise Overloaded("the audit log queue")
+                raise Overloaded.full("the audit log queue")
             self.dropped.inc()
             return
         if request_id is None and headers:

@@ -40,6 +40,7 @@ Predict = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 # Weight of the newest batch in the running per-row cost estimate.
 _COST_WEIGHT = 0.2
+_UNLOADING = "the model is unloading; retry after 1s"
 
 
 @dataclass(slots=True)
@@ -92,6 +93,7 @@ class BatchQueue:
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._running: list[_Pending] = []  # the batch on the thread, if any
         self._timer: asyncio.TimerHandle | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -112,6 +114,10 @@ class BatchQueue:
             self._task = self._loop.create_task(self._run())
 
     async def stop(self) -> None:
+        """Fail what is queued or running with ``Overloaded`` (503, retry) and refuse what
+        comes after: a request already routed here while the version unloads must not wait
+        on a queue that no worker will run again."""
+        self._stopping = True
         waiting = [*self._running, *self._queue]  # the worker forgets its batch when cancelled
         if self._task is not None:
             self._task.cancel()
@@ -123,8 +129,9 @@ class BatchQueue:
             self._timer = None
         for pending in waiting:
             if not pending.future.done():
-                pending.future.set_exception(Overloaded("model is unloading"))
+                pending.future.set_exception(Overloaded(_UNLOADING))
         self._queue.clear()
+        self._queued_rows = 0
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def submit(
@@ -140,8 +147,10 @@ class BatchQueue:
         seconds (None: the caller bounds the wait itself). ``timing`` (tracing) receives the
         start and end, in ns since the epoch, of the model run that serves these rows.
         """
+        if self._stopping:
+            raise Overloaded(_UNLOADING)
         if self._queued_rows + rows > self.config.max_queue_rows:
-            raise Overloaded("the inference queue", retry_after_s=1.0)
+            raise Overloaded.full("the inference queue", retry_after_s=1.0)
         loop = self._loop
         assert loop is not None, "BatchQueue.start() was not called"
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
@@ -215,6 +224,7 @@ class BatchQueue:
             or self._queue
             or self._running
             or self._task is None
+            or self._stopping
             or rows > self.config.max_batch_size
         )
 
