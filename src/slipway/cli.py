@@ -19,7 +19,7 @@ from slipway.commands import packaging as packaging_commands
 from slipway.commands import readiness as readiness_commands
 from slipway.commands import rollout as rollout_commands
 from slipway.commands import validation as validation_commands
-from slipway.commands.common import console, err_console, key_values
+from slipway.commands.common import console, deployer, err_console, key_values
 from slipway.commands.common import open_registry as _registry
 from slipway.commands.common import progress as _progress
 from slipway.commands.common import settings as _settings
@@ -166,6 +166,7 @@ def models_register(
     try:
         from slipway.registry.registration import register_model
 
+        actor = deployer(registry.store)
         with _progress() as progress:
             task = progress.add_task(f"storing, verifying and registering {path.name}", total=None)
             record = register_model(
@@ -177,6 +178,7 @@ def models_register(
                 meta=meta,
                 reference=rows if rows is None else np.asarray(rows, dtype=np.float32),
                 feature_names=feature_names,
+                actor=actor,
             )
             progress.update(task, total=1, completed=1)
     finally:
@@ -196,13 +198,14 @@ def _register_pickle(
     from slipway.registry.registration import register_sklearn
     from slipway.runtimes.trust import load_pickled_estimator
 
-    estimator = load_pickled_estimator(path, trusted=trusted)  # refuses before reading
-    if rows is None:
-        raise errors.InvalidInput(
-            "a pickled estimator needs --reference training rows to verify its ONNX conversion"
-        )
     registry = _registry()
     try:
+        actor = deployer(registry.store)  # before the file's code runs
+        estimator = load_pickled_estimator(path, trusted=trusted)  # refuses before reading
+        if rows is None:
+            raise errors.InvalidInput(
+                "a pickled estimator needs --reference training rows to verify its ONNX conversion"
+            )
         with _progress() as progress:
             task = progress.add_task(f"converting {path.name} to ONNX and verifying", total=None)
             record = register_sklearn(
@@ -213,6 +216,7 @@ def _register_pickle(
                 rows,
                 meta=meta,
                 feature_names=feature_names,
+                actor=actor,
             )
             progress.update(task, total=1, completed=1)
     finally:
@@ -335,6 +339,7 @@ def deploy(
     model, number = parse_ref(ref)
     registry = _registry()
     try:
+        actor = deployer(registry.store)
         version = registry.store.get_version(model, number)
         existing = {d.name: d for d in registry.store.list_deployments()}
         batching = BatchingConfig(
@@ -350,12 +355,14 @@ def deploy(
                     f"deployment {deployment!r} serves model {existing[deployment].model!r},"
                     f" not {model!r}"
                 )
-            record = registry.store.set_deployment_version(deployment, version.number)
+            record = registry.store.set_deployment_version(deployment, version.number, actor=actor)
             if max_batch_size is not None or max_batch_delay_ms is not None:
-                record = registry.store.update_deployment(deployment, batching=batching)
+                record = registry.store.update_deployment(
+                    deployment, batching=batching, actor=actor
+                )
         else:
             record = registry.store.create_deployment(
-                deployment, model, version.number, batching=batching
+                deployment, model, version.number, batching=batching, actor=actor
             )
     finally:
         registry.close()

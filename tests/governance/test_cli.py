@@ -171,3 +171,54 @@ def test_the_workflow_from_the_cli(
     cli.ok("tokens", "revoke", token_id, token=admin)
     revoked = cli("approvals", "list", token=dora)
     assert revoked.returncode == 8 and "revoked" in revoked.stderr
+
+
+def test_commands_that_change_the_registry_act_as_the_tokens_holder(
+    tmp_path: Path, store_url: str, model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SLIPWAY_TOKEN set, every changing command needs the deployer role, and the audit
+    log names the token's holder; a viewer's attempt changes nothing."""
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    cli.ok("users", "add", "dora", "--role", "deployer", token=admin)
+    cli.ok("users", "add", "vic", "--role", "viewer", token=admin)
+    dora = token_in(cli.ok("tokens", "create", "dora", token=admin))
+    vic = token_in(cli.ok("tokens", "create", "vic", token=admin))
+    changes = [
+        ("models", "register", "iris", str(model_file)),
+        ("deploy", "iris-prod", "iris@1"),
+        ("models", "register", "iris", str(model_file)),
+        ("rollout", "start", "iris-prod", "2"),
+        ("rollout", "pause", "iris-prod"),
+        ("rollout", "abort", "iris-prod"),
+        ("deploy", "iris-prod", "iris@2"),
+        ("rollback", "iris-prod"),
+        ("alerts", "add", "slow", "--kind", "latency_p99", "--threshold", "0.5"),
+        ("alerts", "delete", "slow"),
+    ]
+    before = cli.ok("audit", "query", "--json", token=admin)
+    for command in changes:
+        refused = cli(*command, token=vic)
+        assert refused.returncode == 8 and "needs role deployer" in refused.stderr, command
+        assert cli.ok("audit", "query", "--json", token=admin) == before, command
+        cli.ok(*command, token=dora)
+        before = cli.ok("audit", "query", "--json", token=admin)
+    assert re.search(r"iris-prod\s*│\s*iris\s*│\s*1\s*│", cli.ok("deployments", "list"))
+    records = [json.loads(line) for line in cli.ok("audit", "query", "--json", "--limit",
+                                                     "1000", token=admin).splitlines()]  # fmt: skip
+    issued = max(r["seq"] for r in records if r["action"] == "token.issued")
+    changed = {r["action"]: r["actor"] for r in records if r["seq"] > issued}
+    assert changed == {
+        "version.registered": "dora",
+        "deployment.created": "dora",
+        "deployment.traffic_changed": "dora",
+        "rollout.started": "dora",
+        "rollout.paused": "dora",
+        "rollout.aborted": "dora",
+        "deployment.version_changed": "dora",
+        "alert_rule.added": "dora",
+        "alert_rule.deleted": "dora",
+    }
+    cli.ok("alerts", "add", "local", "--kind", "error_rate", "--threshold", "0.1")
+    added = json.loads(cli.ok("audit", "query", "--json", token=admin).splitlines()[-1])
+    assert added["action"] == "alert_rule.added" and added["actor"].startswith("local:")

@@ -300,6 +300,8 @@ def test_series_of_deleted_rules_and_undeployed_versions_leave_the_metrics_page(
     assert _until(lambda: _series(http, "slipway_alerts_firing").get(firing) == 1.0)
     assert _until(lambda: _series(http, "slipway_drift_score"))
     assert http.delete("/api/alerts/rules/any").status_code in (200, 204)
+    changes = [(e.kind, e.actor) for e in registry.store.events(subject="alert_rule:any")]
+    assert changes == [("alert_rule.deleted", "admin"), ("alert_rule.added", "admin")]
     assert _until(lambda: firing not in _series(http, "slipway_alerts_firing"))
     # A receiver that opened an incident on the firing gets it closed.
     assert _until(lambda: _events(receiver, "any") == ["firing", "resolved"])

@@ -1,7 +1,14 @@
-"""Terminal helpers shared by every ``slipway`` sub-command."""
+"""Terminal helpers shared by every ``slipway`` sub-command, and who runs the command.
+
+The CLI works on the registry database directly. It acts as the holder of ``SLIPWAY_TOKEN``
+when that is set (checked against the database and held to its role, so the audit log names
+them); without it, as ``local:<login>`` with admin rights, since whoever can open the database
+can change anything in it anyway.
+"""
 
 from __future__ import annotations
 
+import getpass
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +19,9 @@ from slipway import errors
 from slipway.settings import Settings
 
 if TYPE_CHECKING:
+    from slipway.governance.roles import Principal, Role
     from slipway.local import Registry
+    from slipway.registry.store import SqlStore
 
 console = Console()
 err_console = Console(stderr=True)
@@ -50,3 +59,35 @@ def key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
             raise errors.InvalidInput(f"{what} must look like key=value, got {pair!r}")
         result[key] = value
     return result
+
+
+def caller(store: SqlStore, role: Role, *, named: bool = False) -> Principal:
+    """Who runs this command: the holder of SLIPWAY_TOKEN, or the local login (an admin).
+    ``errors.Unauthenticated`` / ``PermissionDenied`` (exit 8) when the token is unknown or its
+    role is below ``role``.
+
+    ``named``: a local login will not do (approvals need a real identity)."""
+    from slipway.governance import identities
+    from slipway.governance.roles import Principal, Role
+
+    token = os.environ.get("SLIPWAY_TOKEN", "").strip()
+    if token:
+        return identities.authenticate(store, f"Bearer {token}").require(role)
+    if named:
+        raise errors.Unauthenticated("this command needs to know who you are: set SLIPWAY_TOKEN")
+    return Principal(f"local:{_login()}", Role.ADMIN, kind="local")
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no passwd entry and no $USER
+        return f"uid{os.getuid()}"
+
+
+def deployer(store: SqlStore) -> str:
+    """The name changes are recorded under, for a command that changes what is served or
+    registered (the API's deployer role, as its write routes ask)."""
+    from slipway.governance.roles import Role
+
+    return caller(store, Role.DEPLOYER).name

@@ -1,17 +1,13 @@
 """``slipway users|tokens|approvals|audit`` and ``slipway deployments policy``.
 
-The CLI works on the registry database directly. It acts as the holder of ``SLIPWAY_TOKEN``
-when that is set (checked against the database, so the audit log names them); without it, as
-``local:<login>`` with admin rights, since whoever can open the database can change anything in
-it anyway. Approving and rejecting need a named identity, so they require ``SLIPWAY_TOKEN``.
+Who runs them is :func:`~slipway.commands.common.caller`. Approving and rejecting need a named
+identity, so they require ``SLIPWAY_TOKEN``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,10 +17,10 @@ import typer
 from rich.table import Table
 
 from slipway import errors
-from slipway.commands.common import console, open_registry
+from slipway.commands.common import caller, console, open_registry
 from slipway.governance import approvals, audit, identities
 from slipway.governance.evidence import ApprovalPolicy
-from slipway.governance.roles import Principal, Role
+from slipway.governance.roles import Role
 from slipway.registry.store import SqlStore
 
 users_app = typer.Typer(help="Users and service accounts, and their roles.", no_args_is_help=True)
@@ -42,18 +38,6 @@ audit_app = typer.Typer(
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def caller(store: SqlStore, role: Role, *, named: bool = False) -> Principal:
-    """Who runs this command: the holder of SLIPWAY_TOKEN, or the local login (an admin).
-
-    ``named``: a local login will not do (approvals need a real identity)."""
-    token = os.environ.get("SLIPWAY_TOKEN", "").strip()
-    if token:
-        return identities.authenticate(store, f"Bearer {token}").require(role)
-    if named:
-        raise errors.Unauthenticated("this command needs to know who you are: set SLIPWAY_TOKEN")
-    return Principal(f"local:{getpass.getuser()}", Role.ADMIN, kind="local")
 
 
 def parse_duration(text: str) -> dt.timedelta:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from slipway.commands.common import console, open_registry, progress
+from slipway.commands.common import console, deployer, open_registry, progress
 from slipway.registry.records import VersionRecord
 
 app = typer.Typer(
@@ -68,6 +68,7 @@ def import_mlflow(
     from slipway.importers.mlflow import import_mlflow_model
 
     with open_registry() as registry, progress() as bar:
+        actor = deployer(registry.store)  # before any of the directory's code runs
         bar.add_task(f"importing {directory}", total=None)
         version = import_mlflow_model(
             registry.store,
@@ -76,7 +77,7 @@ def import_mlflow(
             directory,
             trusted=trusted,
             sample=_rows(sample),
-            actor="cli",
+            actor=actor,
         )
     _show([version])
 
@@ -98,16 +99,17 @@ def import_triton(
 
     rows = _rows(sample)
     with open_registry() as registry, progress() as bar:
+        actor = deployer(registry.store)
         bar.add_task(f"importing {repository}", total=None)
         if repository.is_dir() and any(
             p.is_dir() and p.name.isdigit() for p in repository.iterdir()
         ):
             versions = import_repository_model(
-                registry.store, registry.artifacts, repository, sample=rows, actor="cli"
+                registry.store, registry.artifacts, repository, sample=rows, actor=actor
             )
         else:
             imported = import_repository(
-                registry.store, registry.artifacts, repository, sample=rows, actor="cli"
+                registry.store, registry.artifacts, repository, sample=rows, actor=actor
             )
             versions = [v for records in imported.values() for v in records]
     _show(versions)

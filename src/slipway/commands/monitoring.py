@@ -16,7 +16,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from slipway.commands.common import console, open_registry, progress, settings
+from slipway.commands.common import console, deployer, open_registry, progress, settings
 
 app = typer.Typer(
     help="Monitoring files: Grafana dashboard, Prometheus rules, reports.", no_args_is_help=True
@@ -168,7 +168,7 @@ def add(
     except msgspec.ValidationError as exc:
         raise errors.InvalidInput(f"invalid alert rule: {exc}") from exc
     with open_registry() as registry:
-        AlertStore(registry.store).add_rule(rule, actor=os.environ.get("USER"))
+        AlertStore(registry.store).add_rule(rule, actor=deployer(registry.store))
     console.print(f"added alert rule {name}")
 
 
@@ -178,5 +178,5 @@ def delete(name: Annotated[str, typer.Argument(help="Rule name")]) -> None:
     from slipway.monitoring.alert_store import AlertStore
 
     with open_registry() as registry:
-        AlertStore(registry.store).delete_rule(name)
+        AlertStore(registry.store).delete_rule(name, actor=deployer(registry.store))
     console.print(f"deleted alert rule {name}")

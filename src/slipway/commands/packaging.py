@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from slipway import errors
-from slipway.commands.common import console, err_console, open_registry, progress
+from slipway.commands.common import console, deployer, err_console, open_registry, progress
 from slipway.settings import Settings
 
 app = typer.Typer(
@@ -70,6 +70,7 @@ def package(
     )
     registry = open_registry()
     try:
+        actor = deployer(registry.store)
         version = registry.store.get_version(model, number)
         target = out or Path(f"{model}-{version.number}")
         with progress() as bar:
@@ -83,6 +84,7 @@ def package(
                 registry.settings,
                 options,
                 step=lambda what: bar.update(task, description=what),
+                actor=actor,
             )
             bar.update(task, description=f"packaged {version.ref}", total=1, completed=1)
     finally:

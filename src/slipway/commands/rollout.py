@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from slipway import errors
-from slipway.commands.common import console, open_registry
+from slipway.commands.common import console, deployer, open_registry
 
 app = typer.Typer(
     help="Progressive rollouts: canary, blue-green, A/B, shadow.", no_args_is_help=True
@@ -138,7 +138,9 @@ def start(
     )
     registry = open_registry()
     try:
-        record = actions.start(registry.store, deployment, version, config)
+        record = actions.start(
+            registry.store, deployment, version, config, actor=deployer(registry.store)
+        )
     finally:
         registry.close()
     console.print(
@@ -221,7 +223,7 @@ def _act(action: str, deployment: str) -> None:
     }[action]
     registry = open_registry()
     try:
-        record = run(registry.store, deployment)
+        record = run(registry.store, deployment, actor=deployer(registry.store))
     finally:
         registry.close()
     console.print(f"rollout [bold]{record.id}[/] on {deployment}: {record.status}")
@@ -258,7 +260,7 @@ def rollback(deployment: Annotated[str, typer.Argument(help="Deployment name")])
 
     registry = open_registry()
     try:
-        record = actions.rollback(registry.store, deployment)
+        record = actions.rollback(registry.store, deployment, actor=deployer(registry.store))
     finally:
         registry.close()
     console.print(f"deployment [bold]{record.name}[/] → {record.model}@{record.version}")

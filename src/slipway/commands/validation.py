@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from slipway import errors
-from slipway.commands.common import console, err_console, open_registry, progress
+from slipway.commands.common import console, deployer, err_console, open_registry, progress
 
 # The server, scikit-learn metrics and the pipeline are imported inside the commands: every
 # `slipway` invocation imports this module, and `slipway serve --bundle` runs from a serving
@@ -132,6 +132,7 @@ def validate(
 
         hooks = load_hooks(handler)
     with open_registry() as registry, progress() as bar:
+        actor = deployer(registry.store)  # the report is stored as evidence under this name
         version = registry.store.get_version(model, number)
         tasks: dict[str, TaskID] = {}
 
@@ -155,7 +156,7 @@ def validate(
             on_stage=on_stage,
         ).run()
         page = to_html(report)
-        stored = save_report(registry.store, report, page)
+        stored = save_report(registry.store, report, page, actor=actor)
     _print(report)
     console.print(f"report #{stored.id} stored on {report.ref}")
     if junit is not None:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from slipway.errors import AlertRuleNotFound, InvalidInput
 from slipway.monitoring.alerts import AlertEvent, AlertRule, validate_rule
+from slipway.registry.audit import record_event
 from slipway.registry.db import WRITE_OPTION, AlertEventRow, AlertRuleRow
 from slipway.registry.store import SqlStore
 
@@ -39,18 +40,21 @@ class AlertStore:
     # -- rules -----------------------------------------------------------------------------
 
     def add_rule(self, rule: AlertRule, *, actor: str | None = None) -> AlertRule:
-        """Store a new rule; ``InvalidInput`` if the name is taken."""
+        """Store a new rule (an ``alert_rule.added`` event in the same transaction);
+        ``InvalidInput`` if the name is taken."""
         validate_rule(rule)
         with self._write() as session:
             if session.get(AlertRuleRow, rule.name) is not None:
                 raise InvalidInput(f"alert rule {rule.name!r} already exists; delete it first")
-            session.add(
-                AlertRuleRow(
-                    name=rule.name,
-                    spec=msgspec.to_builtins(rule),
-                    created_at=self._now(),
-                    created_by=actor,
-                )
+            now, spec = self._now(), msgspec.to_builtins(rule)
+            session.add(AlertRuleRow(name=rule.name, spec=spec, created_at=now, created_by=actor))
+            record_event(
+                session,
+                at=now,
+                kind="alert_rule.added",
+                subject=f"alert_rule:{rule.name}",
+                actor=actor,
+                data=spec,
             )
         return rule
 
@@ -59,10 +63,19 @@ class AlertStore:
             rows = session.scalars(select(AlertRuleRow).order_by(AlertRuleRow.name))
             return [msgspec.convert(row.spec, AlertRule) for row in rows]
 
-    def delete_rule(self, name: str) -> None:
+    def delete_rule(self, name: str, *, actor: str | None = None) -> None:
+        """Delete a rule (an ``alert_rule.deleted`` event); ``AlertRuleNotFound`` if none."""
         with self._write() as session:
             if session.execute(delete(AlertRuleRow).where(AlertRuleRow.name == name)).rowcount == 0:  # type: ignore[attr-defined]
                 raise AlertRuleNotFound(name)
+            record_event(
+                session,
+                at=self._now(),
+                kind="alert_rule.deleted",
+                subject=f"alert_rule:{name}",
+                actor=actor,
+                data={},
+            )
 
     # -- events ----------------------------------------------------------------------------
 

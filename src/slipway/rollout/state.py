@@ -147,7 +147,7 @@ class RolloutStore:
             )
             session.add(rollout)
             session.flush()
-            self._set_traffic(session, row, _traffic(rollout.id, candidate, config, 0), now)
+            self._set_traffic(session, row, _traffic(rollout.id, candidate, config, 0), now, actor)
             record = _record(rollout)
             self._event(session, rollout, "started", actor, {"config": rollout.config})
             return record
@@ -208,7 +208,7 @@ class RolloutStore:
             rollout.step_started_at = now
             rollout.updated_at = now
             self._set_traffic(
-                session, row, _traffic(rollout.id, rollout.candidate, config, step), now
+                session, row, _traffic(rollout.id, rollout.candidate, config, step), now, actor
             )
             self._event(
                 session,
@@ -265,7 +265,7 @@ class RolloutStore:
             except DeploymentNotFound:
                 row = None
             if row is not None and row.traffic and row.traffic.get("rollout_id") == rollout.id:
-                self._set_traffic(session, row, None, now)
+                self._set_traffic(session, row, None, now, actor)
             self._event(session, rollout, status, actor, data or {})
             return _record(rollout)
 
@@ -420,7 +420,9 @@ class RolloutStore:
         row: DeploymentRow,
         traffic: TrafficPolicy | None,
         now: dt.datetime,
+        actor: str | None,
     ) -> None:
+        """Change ``row``'s traffic split, recorded under ``actor`` (None: the controller)."""
         before = row.traffic
         row.traffic = None if traffic is None else msgspec.to_builtins(traffic)
         row.generation += 1
@@ -430,7 +432,7 @@ class RolloutStore:
             at=now,
             kind="deployment.traffic_changed",
             subject=f"deployment:{row.name}",
-            actor=None,
+            actor=actor,
             data={"before": before, "after": row.traffic},
         )
 

@@ -327,7 +327,9 @@ class MonitoringPlane:
         return 201, stored
 
     async def _delete_rule(self, request: Request) -> tuple[int, Any]:
-        await asyncio.to_thread(self.alert_store.delete_rule, request.params["name"])
+        await asyncio.to_thread(
+            self.alert_store.delete_rule, request.params["name"], actor=request.actor
+        )
         return 200, {"deleted": request.params["name"]}
 
     async def _deployment(self, request: Request) -> tuple[int, Any]:
