@@ -107,6 +107,22 @@ def test_mlflow_bad_bodies_get_a_clear_4xx(http: httpx.Client, body, status, fra
     assert http.get("/ping").status_code == 200  # still serving
 
 
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        pytest.param(b"a\n" + b"1" * 200_000 + b"\n", "field", id="field-over-csv-limit"),
+        pytest.param(b'a\n"unterminated\n', "", id="unterminated-quote"),
+        pytest.param(b"a,b\n1,2\x00\n", "", id="nul-byte"),
+    ],
+)
+def test_mlflow_malformed_csv_is_a_400(http: httpx.Client, cancer, body, fragment):
+    answer = http.post("/invocations", content=body, headers={"content-type": "text/csv"})
+    assert answer.status_code == 400, answer.text
+    assert fragment in answer.json()["error"]
+    ok = http.post("/invocations", json={"instances": cancer[0][:1].tolist()})
+    assert ok.status_code == 200  # still serving
+
+
 def test_mlflow_refuses_other_content_types(http: httpx.Client):
     answer = http.post("/invocations", content=b"x", headers={"content-type": "application/xml"})
     assert answer.status_code == 415

@@ -122,6 +122,22 @@ def _deep(depth: int, leaf: str = "1") -> str:
         ),
         pytest.param("/predict/cancer-prod", '{"instances": ' + _deep(100_000) + "}", id="predict"),
         pytest.param(
+            "/v1/models/cancer-prod:predict",
+            '{"instances": ' + _deep(100_000) + "}",
+            id="kserve-v1",
+        ),
+        pytest.param("/invocations", '{"instances": ' + _deep(100_000) + "}", id="mlflow"),
+        pytest.param(
+            "/invocations",
+            '{"dataframe_records": [{"a": ' + _deep(100_000) + "}]}",
+            id="mlflow-records",
+        ),
+        pytest.param(
+            "/invocations",
+            '{"instances": [[1]], "params": {"a": ' + _deep(100_000) + "}}",
+            id="mlflow-params",
+        ),
+        pytest.param(
             "/api/deployments", '{"name": "x", "model": ' + _deep(100_000) + "}", id="management"
         ),
         pytest.param(

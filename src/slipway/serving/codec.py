@@ -65,7 +65,7 @@ def row_parameters(parameters: dict[str, Any] | None, rows: int) -> dict[str, np
 
 
 # msgspec decodes free-form values (``Any``) recursively: very deep nesting ends in RecursionError.
-_TOO_DEEP = "request body is nested too deeply; send tensors as flat or row-major lists"
+TOO_DEEP = "request body is nested too deeply; send tensors as flat or row-major lists"
 _infer_decoder = msgspec.json.Decoder(InferenceRequest)
 _predict_decoder = msgspec.json.Decoder(PredictRequest)
 _encoder = msgspec.json.Encoder()
@@ -171,7 +171,7 @@ def decode_infer_request(
     try:
         request = _infer_decoder.decode(body)
     except RecursionError:
-        raise InvalidInput(_TOO_DEEP) from None
+        raise InvalidInput(TOO_DEEP) from None
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"invalid inference request: {exc}") from exc
     except msgspec.DecodeError as exc:
@@ -266,7 +266,7 @@ def decode_predict_request(
     try:
         request = _predict_decoder.decode(body)
     except RecursionError:
-        raise InvalidInput(_TOO_DEEP) from None
+        raise InvalidInput(TOO_DEEP) from None
     except msgspec.ValidationError as exc:
         raise InvalidInput(f'expected {{"instances": [...]}}: {exc}') from exc
     except msgspec.DecodeError as exc:

@@ -14,7 +14,7 @@ import numpy as np
 
 from slipway.errors import InvalidInput
 from slipway.registry.records import VersionRecord
-from slipway.serving.codec import refuse_pickle
+from slipway.serving.codec import TOO_DEEP, refuse_pickle
 from slipway.serving.tabular import check_rows, rows_to_inputs, to_builtin
 
 _decoder = msgspec.json.Decoder(dict[str, Any])
@@ -27,6 +27,8 @@ def decode_v1_request(
     """A V1 predict body → the version's input arrays."""
     try:
         payload = _decoder.decode(body)
+    except RecursionError:
+        raise InvalidInput(TOO_DEEP) from None
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         refuse_pickle(body)
         raise InvalidInput(f'expected a JSON object {{"instances": [...]}}: {exc}') from exc

@@ -21,7 +21,7 @@ import numpy as np
 from slipway.errors import InvalidInput, UnsupportedFormat
 from slipway.registry.records import VersionRecord
 from slipway.runtimes.base import V2_TO_NUMPY
-from slipway.serving.codec import refuse_pickle
+from slipway.serving.codec import TOO_DEEP, refuse_pickle
 from slipway.serving.tabular import check_rows, columns_to_inputs, rows_to_inputs, to_builtin
 
 _FIELDS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -50,6 +50,8 @@ def decode_scoring_request(
         )
     try:
         payload = _decoder.decode(body)
+    except RecursionError:
+        raise InvalidInput(TOO_DEEP) from None
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         refuse_pickle(body)
         raise InvalidInput(f"request body is not a JSON object: {exc}") from exc
@@ -126,12 +128,15 @@ def _decode_csv(body: bytes, record: VersionRecord, *, max_rows: int) -> dict[st
     if not header:
         raise InvalidInput("the CSV body has no header row")
     data: list[list[Any]] = []
-    for row in reader:
-        if not row:
-            continue
-        if len(data) >= max_rows:
-            check_rows(max_rows + 1, max_rows, "the CSV body")
-        data.append([_csv_value(v) for v in row])
+    try:
+        for row in reader:
+            if not row:
+                continue
+            if len(data) >= max_rows:
+                check_rows(max_rows + 1, max_rows, "the CSV body")
+            data.append([_csv_value(v) for v in row])
+    except csv.Error as exc:  # a field over the csv module's limit (128 KiB), a stray NUL, ...
+        raise InvalidInput(f"the CSV body is malformed: {exc}") from None
     check_rows(len(data), max_rows, "the CSV body")
     return columns_to_inputs([h.strip() for h in header], data, record, what="the CSV body")
 
