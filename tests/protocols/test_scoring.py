@@ -123,6 +123,59 @@ def test_mlflow_malformed_csv_is_a_400(http: httpx.Client, cancer, body, fragmen
     assert ok.status_code == 200  # still serving
 
 
+def _row_with(value: str) -> str:
+    return "[" + value + ", 1.0" * 29 + "]"  # JSON text: NaN and Infinity are not valid JSON
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("NaN", id="nan-literal"),
+        pytest.param("Infinity", id="infinity-literal"),
+        pytest.param('"NaN"', id="nan-string"),
+        pytest.param('"-inf"', id="inf-string"),
+        pytest.param("null", id="null"),
+        pytest.param("1e39", id="overflows-fp32"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        pytest.param("/v1/models/cancer-prod:predict", '{"instances": [ROW]}', id="v1"),
+        pytest.param("/invocations", '{"instances": [ROW]}', id="mlflow-instances"),
+        pytest.param("/invocations", '{"dataframe_split": {"data": [ROW]}}', id="mlflow-split"),
+        pytest.param("/invocations", '{"inputs": {"input": [ROW]}}', id="mlflow-named"),
+        pytest.param(
+            "/invocations",
+            '{"dataframe_records": [{"f0": VALUE'
+            + "".join(f', "f{i}": 1.0' for i in range(1, 30))
+            + "}]}",
+            id="mlflow-records",
+        ),
+    ],
+)
+def test_nan_infinity_and_overflow_are_refused_on_every_protocol(
+    http: httpx.Client, cancer, path: str, template: str, value: str
+):
+    """As on V2 and /predict: a model fed NaN answers nulls, so the request is refused."""
+    body = template.replace("ROW", _row_with(value)).replace("VALUE", value)
+    answer = http.post(path, content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]
+    ok = http.post(path, json={"instances": cancer[0][:1].tolist()})
+    assert ok.status_code == 200  # still serving
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1e39"])
+def test_nan_infinity_and_overflow_are_refused_in_csv(http: httpx.Client, value: str):
+    lines = [",".join(f"f{i}" for i in range(30)), ",".join([value] + ["1.0"] * 29)]
+    answer = http.post(
+        "/invocations", content="\n".join(lines) + "\n", headers={"content-type": "text/csv"}
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]
+
+
 def test_mlflow_refuses_other_content_types(http: httpx.Client):
     answer = http.post("/invocations", content=b"x", headers={"content-type": "application/xml"})
     assert answer.status_code == 415

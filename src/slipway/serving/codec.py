@@ -130,7 +130,7 @@ def decode_tensor(tensor: RequestInput, *, max_rows: int) -> np.ndarray:
         ) from exc
     if array.ndim != 1:
         raise InvalidInput(f"input {tensor.name!r}: data must be a list of scalars")
-    _check_finite(array, f"input {tensor.name!r}")
+    check_finite(array, f"input {tensor.name!r}")
     return array.reshape(shape)
 
 
@@ -149,7 +149,8 @@ def _plainly_in_range(data: list[Any], dtype: np.dtype[Any]) -> bool:
         return False
 
 
-def _check_finite(array: np.ndarray, what: str) -> None:
+def check_finite(array: np.ndarray, what: str) -> None:
+    """InvalidInput when a float ``array`` holds NaN or infinity."""
     # "NaN" and "inf" strings parse as floats, and a model fed them answers nulls.
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidInput(f"{what}: NaN and infinity are not accepted; send finite numbers")
@@ -296,7 +297,7 @@ def decode_predict_request(
         raise InvalidInput(
             f"instances must be rows of {spec.datatype} values of equal length"
         ) from exc
-    _check_finite(array, "instances")
+    check_finite(array, "instances")
     if array.ndim != len(spec.shape):
         raise SchemaMismatch(
             f"instances must be rows with shape {spec.shape[1:]} each; got array of shape"

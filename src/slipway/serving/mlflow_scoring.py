@@ -20,9 +20,14 @@ import numpy as np
 
 from slipway.errors import InvalidInput, UnsupportedFormat
 from slipway.registry.records import VersionRecord
-from slipway.runtimes.base import V2_TO_NUMPY
 from slipway.serving.codec import TOO_DEEP, refuse_pickle
-from slipway.serving.tabular import check_rows, columns_to_inputs, rows_to_inputs, to_builtin
+from slipway.serving.tabular import (
+    check_rows,
+    columns_to_inputs,
+    rows_to_inputs,
+    to_array,
+    to_builtin,
+)
 
 _FIELDS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _decoder = msgspec.json.Decoder(dict[str, Any])
@@ -108,13 +113,7 @@ def _decode_named(
         if not isinstance(rows, list):
             raise InvalidInput(f"{field}[{name!r}] must be a list of rows")
         check_rows(len(rows), max_rows, f"{field}[{name!r}]")
-        dtype = V2_TO_NUMPY.get(specs[name].datatype, np.dtype(np.float32))
-        try:
-            out[name] = np.array(rows, dtype=dtype)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidInput(
-                f"{field}[{name!r}] must hold {specs[name].datatype} values in rows of equal length"
-            ) from exc
+        out[name] = to_array(rows, specs[name], f"{field}[{name!r}]")
     return out
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from slipway.errors import InvalidInput, PayloadTooLarge, SchemaMismatch
 from slipway.registry.records import TensorSpec, VersionRecord
 from slipway.runtimes.base import V2_TO_NUMPY
+from slipway.serving.codec import check_finite
 
 
 def feature_order(record: VersionRecord) -> list[str] | None:
@@ -28,7 +29,9 @@ def feature_order(record: VersionRecord) -> list[str] | None:
     return names
 
 
-def _array(values: Any, spec: TensorSpec, what: str) -> np.ndarray:
+def to_array(values: Any, spec: TensorSpec, what: str) -> np.ndarray:
+    """``values`` (rows, or one column) as an array of the input's datatype. Values that do not
+    fit it (text in a number, 1e39 in FP32), NaN and infinity are a 400, as on V2."""
     dtype = V2_TO_NUMPY.get(spec.datatype, np.dtype(np.float32))
     try:
         if dtype == np.dtype(object):
@@ -36,11 +39,14 @@ def _array(values: Any, spec: TensorSpec, what: str) -> np.ndarray:
                 [v.encode() if isinstance(v, str) else v for v in values], dtype=object
             )
         else:
-            array = np.array(values, dtype=dtype)
-    except (TypeError, ValueError, OverflowError) as exc:
+            with np.errstate(over="raise"):  # 1e39 as FP32 is a client error, not inf
+                array = np.array(values, dtype=dtype)
+    except (TypeError, ValueError, OverflowError, FloatingPointError) as exc:
         raise InvalidInput(
-            f"{what} must hold {spec.datatype} values in rows of equal length"
+            f"{what} must hold {spec.datatype} values (numbers within its range) in rows of"
+            " equal length"
         ) from exc
+    check_finite(array, what)
     return array
 
 
@@ -69,7 +75,7 @@ def rows_to_inputs(rows: list[Any], record: VersionRecord, *, what: str) -> dict
             " send rows as objects keyed by input name"
         )
     spec = inputs[0]
-    array = _array(rows, spec, what)
+    array = to_array(rows, spec, what)
     if array.ndim != len(spec.shape):
         raise SchemaMismatch(
             f"{what} must be rows with shape {spec.shape[1:]} each; got an array of shape"
@@ -97,7 +103,7 @@ def columns_to_inputs(
         if order is not None and set(order) <= set(columns) and order != columns:
             index = [columns.index(name) for name in order]
             data = [[row[i] for i in index] for row in data]
-        return {spec.name: _array(data, spec, what)}
+        return {spec.name: to_array(data, spec, what)}
     by_name = {spec.name: spec for spec in inputs}
     missing = [name for name in by_name if name not in columns]
     if missing:
@@ -107,7 +113,7 @@ def columns_to_inputs(
     out: dict[str, np.ndarray] = {}
     for name, spec in by_name.items():
         i = columns.index(name)
-        column = _array([row[i] for row in data], spec, f"column {name!r}")
+        column = to_array([row[i] for row in data], spec, f"column {name!r}")
         if len(spec.shape) == 2 and column.ndim == 1:
             column = column.reshape(-1, 1)
         out[name] = column
