@@ -127,6 +127,49 @@ def test_bad_requests_get_clear_errors(stub, cancer, mutate, code, fragment):
     assert stub.ServerLive(pb.ServerLiveRequest()).live  # still serving
 
 
+def _tensor_request(datatype: str, field: str | None, values: list, raw: bytes | None = None):
+    request = pb.ModelInferRequest(model_name="cancer-prod")
+    tensor = request.inputs.add(name="input", datatype=datatype, shape=[1, 30])
+    if raw is not None:
+        request.raw_input_contents.append(raw)
+    else:
+        getattr(tensor.contents, field).extend(values)
+    return request
+
+
+_NAN_ROW = [float("nan")] + [1.0] * 29
+_INF_ROW = [float("-inf")] + [1.0] * 29
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(_tensor_request("FP32", "fp32_contents", _NAN_ROW), id="fp32-nan"),
+        pytest.param(_tensor_request("FP32", "fp32_contents", _INF_ROW), id="fp32-inf"),
+        pytest.param(_tensor_request("FP64", "fp64_contents", _NAN_ROW), id="fp64-nan"),
+        pytest.param(
+            _tensor_request("FP32", None, [], np.array(_NAN_ROW, dtype="<f4").tobytes()),
+            id="raw-fp32-nan",
+        ),
+        pytest.param(
+            _tensor_request("FP16", None, [], np.array(_INF_ROW, dtype="<f2").tobytes()),
+            id="raw-fp16-inf",
+        ),
+        pytest.param(_tensor_request("INT8", "int_contents", [1000] * 30), id="int8-overflow"),
+        pytest.param(_tensor_request("INT16", "int_contents", [-40000] * 30), id="int16-overflow"),
+        pytest.param(_tensor_request("UINT8", "uint_contents", [300] * 30), id="uint8-overflow"),
+    ],
+)
+def test_nan_infinity_and_out_of_range_values_are_refused(stub, request_):
+    """As on REST: NaN and infinity, and integers that do not fit the datatype (typed contents
+    carry INT8/INT16 in 32-bit fields), are INVALID_ARGUMENT, not a silent wrap or a null answer."""
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request_)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert "input 'input'" in caught.value.details()
+    assert stub.ModelInfer(_tensor_request("INT8", "int_contents", [1] * 30)).outputs
+
+
 def test_raw_bytes_contents_are_length_prefixed(stub):
     tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="BYTES", shape=[1])
     request = pb.ModelInferRequest(model_name="cancer-prod", inputs=[tensor])

@@ -14,6 +14,7 @@ import numpy as np
 
 from slipway.errors import InvalidInput, PayloadTooLarge
 from slipway.runtimes.base import V2_TO_NUMPY, v2_datatype
+from slipway.serving.codec import check_finite
 from slipway.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 
 # The typed contents field that holds each datatype (FP16 travels only as raw bytes).
@@ -82,7 +83,9 @@ def decode_tensor(
                 f"input {name!r}: shape {shape} of {datatype} needs {count * dtype.itemsize}"
                 f" raw bytes, got {len(raw)}"
             )
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+        array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+        check_finite(array, f"input {name!r}")
+        return array.reshape(shape)
     field = CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidInput(f"input {name!r}: {datatype} can only be sent as raw_input_contents")
@@ -93,10 +96,16 @@ def decode_tensor(
         array = np.empty(count, dtype=object)
         array[:] = list(values)
     else:
-        try:
-            array = np.array(values, dtype=dtype)
-        except OverflowError as exc:
-            raise InvalidInput(f"input {name!r}: values do not fit {datatype}") from exc
+        # As the field's own type first: numpy casts a repeated field to a narrower dtype
+        # by wrapping (1000 in int_contents as INT8 became -24), so the range is checked here.
+        array = np.array(values)
+        if array.dtype != dtype:
+            if dtype.kind in "iu" and array.size:
+                info = np.iinfo(dtype)
+                if array.min() < info.min or array.max() > info.max:
+                    raise InvalidInput(f"input {name!r}: values do not fit {datatype}")
+            array = array.astype(dtype)
+        check_finite(array, f"input {name!r}")
     return array.reshape(shape)
 
 
