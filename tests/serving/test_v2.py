@@ -142,6 +142,22 @@ def test_infer_explicit_version_served_for_rollback(
             "unknown output",
             id="unknown-output",
         ),
+        pytest.param(  # fits FP64, but the model takes FP32: cast, it became infinity
+            b'{"inputs":[{"name":"input","shape":[1,30],"datatype":"FP64","data":'
+            + str([1e300] * 30).encode()
+            + b"}]}",
+            400,
+            "FP32",
+            id="overflows-the-models-fp32",
+        ),
+        pytest.param(
+            b'{"inputs":[{"name":"input","shape":[1,30],"datatype":"BYTES","data":'
+            + str(["a"] * 30).replace("'", '"').encode()
+            + b"}]}",
+            400,
+            "input 'input' is BYTES; the model takes FP32",
+            id="bytes-for-fp32",
+        ),
     ],
 )
 def test_bad_requests_get_4xx_json_and_server_keeps_serving(
@@ -183,3 +199,52 @@ def test_v2_client_library_shape(http, cancer) -> None:
     response = http.post("/v2/models/cancer-prod/infer", json=body)
     assert response.status_code == 200, response.text
     assert response.json()["outputs"][0]["shape"] == [1, 2]
+
+
+@pytest.fixture
+def int8_server(settings, tmp_path):
+    """A deployment of an ONNX model whose input is INT8 (an identity)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from slipway.local import Registry
+    from slipway.server import BackgroundServer
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.INT8, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.INT8, ["N", 2])],
+    )
+    path = tmp_path / "int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with Registry(settings) as registry:
+        registry.register_onnx("small", path)
+        registry.store.create_deployment("small-prod", "small", 1)
+    with BackgroundServer(settings) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "fragment"),
+    [
+        pytest.param("INT64", [1, 1000], "do not fit the model's INT8", id="wraps-in-int8"),
+        pytest.param("FP32", [1.5, 2.0], "input 'x' is FP32; the model takes INT8", id="float"),
+    ],
+)
+def test_inputs_the_model_cannot_take_unchanged_are_refused(
+    int8_server, datatype: str, data: list, fragment: str
+) -> None:
+    """The server casts an input to the model's datatype only when nothing is lost: 1000 would
+    wrap to -24 in INT8, and 1.5 would be truncated, each answered 200 before."""
+    import httpx
+
+    url = f"{int8_server.url}/v2/models/small-prod/infer"
+    body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": datatype, "data": data}]}
+    response = httpx.post(url, json=body)
+    assert response.status_code == 400, response.text
+    assert fragment in response.json()["error"]
+    body["inputs"][0].update(datatype="INT64", data=[1, -2])  # a cast that loses nothing
+    response = httpx.post(url, json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == [1, -2]

@@ -28,7 +28,14 @@ from slipway.registry.artifacts import ArtifactStore
 from slipway.registry.records import BatchingConfig, DeploymentRecord, Signature, VersionRecord
 from slipway.registry.store import SqlStore
 from slipway.rollout.router import versions_to_load
-from slipway.runtimes.base import V2_TO_NUMPY, RowParameter, Runtime, RuntimeOptions, load_runtime
+from slipway.runtimes.base import (
+    V2_TO_NUMPY,
+    RowParameter,
+    Runtime,
+    RuntimeOptions,
+    load_runtime,
+    v2_datatype,
+)
 from slipway.serving.batching import BatchQueue
 from slipway.settings import Settings
 
@@ -97,15 +104,41 @@ class LoadedVersion:
                 raise SchemaMismatch("all inputs must have the same number of rows")
             rows = array.shape[0]
             if array.dtype != dtype:
-                if dtype == np.dtype(object) or array.dtype == np.dtype(object):
-                    raise SchemaMismatch(f"input {name!r} must be {dtype}, got {array.dtype}")
-                array = array.astype(dtype)
+                array = cast_input(name, array, dtype)
             out[name] = array
         if rows == 0:
             raise SchemaMismatch("request has no rows")
         for name, parameter in self._parameters.items():
             out[name] = row_parameter(name, parameter, given.get(name), rows)
         return out, rows
+
+
+def cast_input(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``array`` as the model's ``dtype``, when that loses nothing but precision: FP64 → FP32,
+    INT64 → INT8 and integers → floats are cast; values that would wrap or overflow there are
+    a 400, as are casts across kinds (a float truncated to an integer, text to a number)."""
+    if (
+        dtype == np.dtype(object)
+        or array.dtype == np.dtype(object)
+        or not np.can_cast(array.dtype, dtype, casting="same_kind")
+    ):
+        raise SchemaMismatch(
+            f"input {name!r} is {v2_datatype(array.dtype)}; the model takes {v2_datatype(dtype)}"
+        )
+    if dtype.kind in "iu" and array.size:
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise InvalidInput(
+                f"input {name!r}: values do not fit the model's {v2_datatype(dtype)} input"
+            )
+    with np.errstate(over="ignore"):  # checked below: an error for this request only
+        cast = array.astype(dtype)
+    if dtype.kind == "f" and not np.isfinite(cast).all():
+        raise InvalidInput(
+            f"input {name!r}: values overflow the model's {v2_datatype(dtype)} input;"
+            f" send numbers within its range"
+        )
+    return cast
 
 
 def row_parameter(
