@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def test_predict_rows(http, cancer, cancer_models) -> None:
     x, _ = cancer
@@ -35,3 +37,31 @@ def test_predict_bad_input(http) -> None:
         assert response.status_code == status, (body, response.text)
         assert "error" in response.json()
     assert http.post("/predict/ghost", json={"instances": [[1.0]]}).status_code == 404
+
+
+def test_predict_feature_dicts_are_matched_to_registered_feature_names(
+    http, cancer, cancer_models
+) -> None:
+    """Registered feature names (x0..x29 here) decide the column order, not the order in which
+    a client's JSON object happens to list them; as on KServe V1 and MLflow."""
+    x, _ = cancer
+    rows = x[:5]
+    reordered = [{f"x{i}": float(row[i]) for i in reversed(range(30))} for row in rows]
+    response = http.post("/predict/cancer-prod", json={"instances": reordered})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == cancer_models[0].predict(rows).tolist()
+    np.testing.assert_allclose(
+        response.json()["outputs"]["probabilities"],
+        cancer_models[0].predict_proba(rows),
+        atol=1e-4,
+    )
+
+
+def test_predict_rows_mixing_objects_and_lists_get_a_clear_400(http, cancer) -> None:
+    row = cancer[0][0].tolist()
+    first = {f"x{i}": v for i, v in enumerate(row)}
+    for path in ("/predict/cancer-prod", "/v1/models/cancer-prod:predict"):
+        response = http.post(path, json={"instances": [first, row]})
+        assert response.status_code == 400, response.text
+        assert "object" in response.json()["error"], response.text
+        assert "list indices" not in response.json()["error"]

@@ -572,7 +572,10 @@ class SlipwayApp:
             if trace is not None:
                 trace.mark("decode")
             inputs = codec.decode_predict_request(
-                body, loaded.signature, max_rows=self.settings.max_rows
+                body,
+                loaded.signature,
+                max_rows=self.settings.max_rows,
+                feature_names=loaded.feature_names,
             )
             if trace is not None:
                 trace.mark("decoded")

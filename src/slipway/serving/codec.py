@@ -257,12 +257,17 @@ def encode_infer_response(
 
 
 def decode_predict_request(
-    body: bytes, signature: Signature, *, max_rows: int
+    body: bytes,
+    signature: Signature,
+    *,
+    max_rows: int,
+    feature_names: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Plain JSON ``{"instances": [[...], ...]}`` or a list of feature dicts → model inputs.
 
     Rows go to the model's single input. Feature dicts are ordered by the feature names recorded
-    at registration (``feature_names``) or, failing that, by their order in the first row.
+    at registration (``feature_names``) when they hold them all or, failing that, by their order
+    in the first row.
     """
     try:
         request = _predict_decoder.decode(body)
@@ -285,10 +290,16 @@ def decode_predict_request(
     spec = signature.inputs[0]
     if isinstance(rows[0], dict):
         keys = list(rows[0])
+        if feature_names is not None and keys != feature_names and set(feature_names) <= set(keys):
+            keys = feature_names
         try:
             rows = [[row[k] for k in keys] for row in rows]
-        except (KeyError, TypeError) as exc:
+        except KeyError as exc:
             raise InvalidInput(f"every instance must have the same fields: missing {exc}") from exc
+        except TypeError as exc:
+            raise InvalidInput(
+                "every instance must be an object of field → value, like the first"
+            ) from exc
     dtype = V2_TO_NUMPY.get(spec.datatype, np.dtype(np.float32))
     try:
         with np.errstate(over="raise"):

@@ -37,6 +37,7 @@ from slipway.runtimes.base import (
     v2_datatype,
 )
 from slipway.serving.batching import BatchQueue
+from slipway.serving.tabular import feature_order
 from slipway.settings import Settings
 
 if TYPE_CHECKING:
@@ -58,8 +59,12 @@ class LoadedVersion:
     _checks: list[tuple[str, np.dtype, tuple[int, ...]]] = field(default_factory=list)
     # Per-row request parameters the runtime takes beside its inputs (GGUF's max_tokens).
     _parameters: dict[str, RowParameter] = field(default_factory=dict)
+    # Registered feature names in column order (None: none recorded), for requests that send
+    # rows as objects of feature → value.
+    feature_names: list[str] | None = None
 
     def __post_init__(self) -> None:
+        self.feature_names = feature_order(self.record)
         self._checks = [
             (spec.name, V2_TO_NUMPY[spec.datatype], tuple(spec.shape[1:]))
             for spec in self.signature.inputs

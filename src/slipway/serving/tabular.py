@@ -63,9 +63,13 @@ def rows_to_inputs(rows: list[Any], record: VersionRecord, *, what: str) -> dict
         columns = list(rows[0])
         try:
             data = [[row[c] for c in columns] for row in rows]
-        except (KeyError, TypeError) as exc:
+        except KeyError as exc:
             raise InvalidInput(
                 f"every row of {what} must have the same fields: missing {exc}"
+            ) from exc
+        except TypeError as exc:
+            raise InvalidInput(
+                f"every row of {what} must be an object of column → value, like the first"
             ) from exc
         return columns_to_inputs(columns, data, record, what=what)
     inputs = record.signature.inputs
