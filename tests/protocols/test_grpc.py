@@ -170,6 +170,19 @@ def test_nan_infinity_and_out_of_range_values_are_refused(stub, request_):
     assert stub.ModelInfer(_tensor_request("INT8", "int_contents", [1] * 30)).outputs
 
 
+@pytest.mark.parametrize("version", ["abc", "-1", "0", "+1", " 1", "1_0"])
+def test_a_version_that_is_not_a_plain_number_is_invalid_argument(stub, cancer, version):
+    """As REST's 400; ModelReady answered ready=false for it, ModelInfer read "1_0" as 10."""
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelReady(pb.ModelReadyRequest(name="cancer-prod", version=version))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(_fp32_request(cancer[0][:1], model_version=version))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "version" in caught.value.details()
+    assert stub.ModelReady(pb.ModelReadyRequest(name="cancer-prod", version="1")).ready
+
+
 def test_raw_bytes_contents_are_length_prefixed(stub):
     tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="BYTES", shape=[1])
     request = pb.ModelInferRequest(model_name="cancer-prod", inputs=[tensor])

@@ -248,3 +248,43 @@ def test_inputs_the_model_cannot_take_unchanged_are_refused(
     response = httpx.post(url, json=body)
     assert response.status_code == 200, response.text
     assert response.json()["outputs"][0]["data"] == [1, -2]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        pytest.param("GET", "/v2foo/models/cancer-prod", id="metadata"),
+        pytest.param("POST", "/v2x/models/cancer-prod/infer", id="infer"),
+        pytest.param("GET", "/v2-/models/cancer-prod/ready", id="ready"),
+    ],
+)
+def test_paths_that_only_start_like_v2_are_not_v2(http, cancer, method, path) -> None:
+    response = http.request(method, path, json=v2_body(cancer[0][:1]))
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "segment",
+    [
+        pytest.param("abc", id="letters"),
+        pytest.param("1.0", id="decimal"),
+        pytest.param("-1", id="negative"),
+        pytest.param("0", id="zero"),
+        pytest.param("+1", id="plus-sign"),
+        pytest.param("%201", id="space"),
+        pytest.param("1_0", id="underscore"),  # int() read it as 10
+        pytest.param("%D9%A1", id="arabic-indic-digit"),  # int() read it as 1
+    ],
+)
+def test_a_version_that_is_not_a_plain_number_is_a_400(http, cancer, segment) -> None:
+    for method, path in [
+        ("POST", f"/v2/models/cancer-prod/versions/{segment}/infer"),
+        ("GET", f"/v2/models/cancer-prod/versions/{segment}/ready"),
+        ("GET", f"/v2/models/cancer-prod/versions/{segment}"),
+    ]:
+        response = http.request(method, path, json=v2_body(cancer[0][:1]))
+        assert response.status_code == 400, (path, response.text)
+        assert "version" in response.json()["error"]
+    ok = http.post("/v2/models/cancer-prod/versions/01/infer", json=v2_body(cancer[0][:1]))
+    assert ok.status_code == 200 and ok.json()["model_version"] == "1"

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from slipway import __version__
-from slipway.errors import InvalidInput, NotFound, SlipwayError
+from slipway.errors import NotFound, SlipwayError
 from slipway.monitoring.metrics import ServingMetrics
 from slipway.registry.artifacts import ArtifactStore
 from slipway.registry.store import SqlStore
@@ -275,16 +275,13 @@ class SlipwayApp:
                 codec.encode_json({"name": "slipway", "version": __version__, "extensions": []}),
             )
         parts = path.split("/")  # ['', 'v2', 'models', name, ...]
-        if len(parts) < 4 or parts[2] != "models" or not parts[3]:
+        if len(parts) < 4 or parts[1] != "v2" or parts[2] != "models" or not parts[3]:
             return send_bytes(send, 404, _NOT_FOUND)
         name = parts[3]
         rest = parts[4:]
         version: int | None = None
         if len(rest) >= 2 and rest[0] == "versions":
-            try:
-                version = int(rest[1])
-            except ValueError:
-                raise InvalidInput(f"version must be a number, got {rest[1]!r}") from None
+            version = codec.decode_version(rest[1])
             rest = rest[2:]
         action = rest[0] if rest else ""
         if action == "infer" and len(rest) == 1 and method == "POST":

@@ -165,6 +165,14 @@ def refuse_pickle(body: bytes) -> None:
         )
 
 
+def decode_version(text: str) -> int:
+    """A version number from a path segment or a gRPC field: ASCII digits only, from 1.
+    (``int()`` alone would read "+1", " 1", "1_0" as 10 and other scripts' digits.)"""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise InvalidInput(f"version must be a whole number from 1, got {text!r}")
+    return int(text)
+
+
 def decode_infer_request(
     body: bytes, *, max_rows: int
 ) -> tuple[InferenceRequest, dict[str, np.ndarray]]:

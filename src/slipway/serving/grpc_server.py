@@ -18,6 +18,7 @@ import grpc
 from slipway import __version__
 from slipway.errors import InvalidInput, NotFound, SlipwayError
 from slipway.serving import grpc_codec
+from slipway.serving.codec import decode_version
 from slipway.serving.errors import status_for
 from slipway.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from slipway.serving.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -46,12 +47,7 @@ def grpc_code_for(exc: SlipwayError) -> grpc.StatusCode:
 
 
 def _version(text: str) -> int | None:
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidInput(f"version must be a number, got {text!r}") from None
+    return decode_version(text) if text else None
 
 
 def metadata_scope(context: grpc.aio.ServicerContext) -> dict[str, Any]:
@@ -94,7 +90,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelReadyResponse:
         try:
             self.plane.repository.resolve(request.name, _version(request.version))
-        except NotFound as exc:
+        except (NotFound, InvalidInput) as exc:  # as REST: 404 unknown, 400 a bad version
             await self._abort(context, exc)
         except SlipwayError:
             return pb.ModelReadyResponse(ready=False)
