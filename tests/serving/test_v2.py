@@ -251,6 +251,38 @@ def test_inputs_the_model_cannot_take_unchanged_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        pytest.param("GET", "/v2/models/cancer-prod/infer", "POST", id="get-infer"),
+        pytest.param("PUT", "/v2/models/cancer-prod/versions/1/infer", "POST", id="put-infer"),
+        pytest.param("DELETE", "/v2/models/ghost/infer", "POST", id="delete-infer-unknown"),
+        pytest.param("POST", "/v2/models/cancer-prod", "GET", id="post-metadata"),
+        pytest.param("POST", "/v2/models/cancer-prod/versions/1/ready", "GET", id="post-ready"),
+        pytest.param("GET", "/predict/cancer-prod", "POST", id="get-predict"),
+        pytest.param("OPTIONS", "/predict/cancer-prod", "POST", id="options-predict"),
+        pytest.param("GET", "/v1/models/cancer-prod:predict", "POST", id="get-v1-predict"),
+        pytest.param("POST", "/v1/models/cancer-prod", "GET", id="post-v1-model"),
+        pytest.param("GET", "/invocations", "POST", id="get-invocations"),
+        pytest.param("GET", "/mlflow/cancer-prod/invocations", "POST", id="get-mlflow"),
+        pytest.param("POST", "/ping", "GET", id="post-ping"),
+    ],
+)
+def test_wrong_method_on_an_inference_route_is_a_405(http, method, path, allowed) -> None:
+    """docs/serving.md: 405 wrong method (it was a 404 'no such route' for a route that exists)."""
+    response = http.request(method, path)
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allowed
+    assert allowed in response.json()["error"]
+
+
+def test_head_is_answered_like_get(http) -> None:
+    for path in ("/v2/models/cancer-prod", "/v2/models/cancer-prod/versions/1/ready"):
+        response = http.head(path)
+        assert response.status_code == 200, path
+        assert response.content == b""
+
+
+@pytest.mark.parametrize(
     ("method", "path"),
     [
         pytest.param("GET", "/v2foo/models/cancer-prod", id="metadata"),

@@ -33,6 +33,7 @@ from slipway.serving.http import (
     Scope,
     Send,
     header,
+    method_not_allowed,
     read_body,
     send_bytes,
 )
@@ -228,7 +229,9 @@ class SlipwayApp:
         method: str = scope["method"]
         if path.startswith("/v2"):
             return self._v2(path, method, scope, receive, send)
-        if path.startswith("/predict/") and method == "POST":
+        if path.startswith("/predict/"):
+            if method != "POST":
+                return method_not_allowed(send, method, "POST")
             return self._predict(path[len("/predict/") :], scope, receive, send)
         if path.startswith("/api/"):
             return self.management.handle(scope, receive, send)
@@ -284,9 +287,14 @@ class SlipwayApp:
             version = codec.decode_version(rest[1])
             rest = rest[2:]
         action = rest[0] if rest else ""
-        if action == "infer" and len(rest) == 1 and method == "POST":
+        if action == "infer" and len(rest) == 1:
+            if method != "POST":
+                return method_not_allowed(send, method, "POST")
             return self._infer(name, version, scope, receive, send)
-        if action == "ready" and len(rest) == 1 and method == "GET":
+        ready = action == "ready" and len(rest) == 1
+        if (ready or action == "") and method not in ("GET", "HEAD"):  # HEAD: headers only
+            return method_not_allowed(send, method, "GET")
+        if ready:
             try:
                 _, loaded = self.repository.resolve(name, version)
                 ok = True
@@ -297,7 +305,7 @@ class SlipwayApp:
             return send_bytes(
                 send, 200 if ok else 400, codec.encode_json({"name": name, "ready": ok})
             )
-        if action == "" and method == "GET":
+        if action == "":
             self.access.authorize_inference(scope, name)
             return send_bytes(send, 200, self._model_metadata(name, version))
         return send_bytes(send, 404, _NOT_FOUND)

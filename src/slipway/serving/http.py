@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+import msgspec
+
 from slipway.errors import PayloadTooLarge
 
 Scope = MutableMapping[str, Any]
@@ -81,3 +83,9 @@ async def send_bytes(
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def method_not_allowed(send: Send, method: str, allowed: str) -> Awaitable[None]:
+    """405 for a route that exists but not for ``method``, with the ``Allow`` header."""
+    body = msgspec.json.encode({"error": f"method {method} not allowed here; use {allowed}"})
+    return send_bytes(send, 405, body, [*JSON_HEADERS, (b"allow", allowed.encode())])

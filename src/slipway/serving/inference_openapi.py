@@ -88,7 +88,17 @@ def document() -> dict[str, Any]:
     ref = dict(zip(_TYPES, schemas, strict=True))
     error = _json(ref[ErrorBody], "error: 4xx for bad requests, 503/504 when overloaded")
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer"}}
+    version = {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+    # 400 from a ready route: the version is not ready, or the request itself is malformed.
+    not_ready = {
+        "description": "not ready (or an error body for a malformed request)",
+        "content": {"application/json": {"schema": {"anyOf": [ref[ModelReady], ref[ErrorBody]]}}},
+    }
 
     def op(
         op_id: str,
@@ -136,7 +146,7 @@ def document() -> dict[str, Any]:
                 "Model readiness",
                 _json(ref[ModelReady], "ready"),
                 [name],
-                **{"400": _json(ref[ModelReady], "not ready")},
+                **{"400": not_ready},
             )
         },
         "/v2/models/{name}/versions/{version}/ready": {
@@ -145,7 +155,7 @@ def document() -> dict[str, Any]:
                 "Readiness of one version",
                 _json(ref[ModelReady], "ready"),
                 [name, version],
-                **{"400": _json(ref[ModelReady], "not ready")},
+                **{"400": not_ready},
             )
         },
         "/v2/models/{name}/infer": {

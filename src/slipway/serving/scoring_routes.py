@@ -24,7 +24,15 @@ from slipway.errors import DeploymentNotFound, InvalidInput, SlipwayError
 from slipway.serving import kserve_v1, mlflow_scoring
 from slipway.serving.access import ServingAccess
 from slipway.serving.codec import encode_json
-from slipway.serving.http import Receive, Scope, Send, header, read_body, send_bytes
+from slipway.serving.http import (
+    Receive,
+    Scope,
+    Send,
+    header,
+    method_not_allowed,
+    read_body,
+    send_bytes,
+)
 from slipway.serving.repository import LoadedVersion, ModelRepository
 from slipway.settings import Settings
 
@@ -72,10 +80,16 @@ async def handle(plane: DataPlane, scope: Scope, receive: Receive, send: Send) -
         action = "/" + action
     else:
         deployment, action = _configured_deployment(plane), path
-    if action in ("/ping", "/health") and method == "GET":
+    if action in ("/ping", "/health"):
+        if method not in ("GET", "HEAD"):
+            await method_not_allowed(send, method, "GET")
+            return
         ready = not plane.draining and _is_ready(plane, deployment)
         await send_bytes(send, 200 if ready else 503, b"\n", _TEXT)
-    elif action == "/invocations" and method == "POST":
+    elif action == "/invocations":
+        if method != "POST":
+            await method_not_allowed(send, method, "POST")
+            return
         await _invocations(plane, deployment, scope, receive, send)
     else:
         await send_bytes(send, 404, encode_json({"error": f"no route {method} {path}"}))
@@ -133,12 +147,18 @@ async def _v1(
     if not name or "/" in name:
         await send_bytes(send, 404, encode_json({"error": f"no route {method} /v1/models/{rest}"}))
         return
-    if not colon and method == "GET":
+    if not colon:
+        if method not in ("GET", "HEAD"):
+            await method_not_allowed(send, method, "GET")
+            return
         plane.repository.resolve(name)  # 404 for an unknown name, 503 while loading
         await send_bytes(send, 200, encode_json({"name": name, "ready": True}))
         return
-    if verb != "predict" or method != "POST":
+    if verb != "predict":
         await send_bytes(send, 404, encode_json({"error": f"no route {method} /v1/models/{rest}"}))
+        return
+    if method != "POST":
+        await method_not_allowed(send, method, "POST")
         return
     limits = plane.settings
     body = await read_body(scope, receive, limits.max_body_bytes)
