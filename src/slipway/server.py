@@ -9,12 +9,21 @@ import time
 import weakref
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from slipway import web
 from slipway.errors import SlipwayError
 from slipway.serving.app import SlipwayApp
 from slipway.settings import Settings
+
+_INVALID_HTTP = (
+    b'{"error":"invalid HTTP request: its request line, headers or body framing could not be'
+    b' parsed"}'
+)
+_BODY_STALLED = (
+    b'{"error":"the request body stopped arriving for longer than the server waits'
+    b' (SLIPWAY_HEAD_TIMEOUT_S); send the body without pauses"}'
+)
 
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
@@ -22,17 +31,20 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     headers): a client that has not sent the whole head within ``head_timeout_s`` of
     connecting, or of starting the request, is disconnected. Without it, slowloris clients
     that trickle header lines hold a connection and a file descriptor each for ever; uvicorn
-    only times out idle connections between requests.
+    only times out idle connections between requests. The body has a limit on each pause
+    instead (a large body may take long, but must keep arriving): a body that stops for
+    ``head_timeout_s`` gets a 408 and the connection is closed.
 
-    A request only stamps when its head began; one sweep per second (per subclass, that is per
-    server) closes the connections past the deadline: a timer per request cost more than the
-    rest of the protocol's work on it.
+    A request only stamps when its head began and when its body last moved; one sweep per
+    second (per subclass, that is per server) closes the connections past the deadline: a
+    timer per request cost more than the rest of the protocol's work on it.
     """
 
     head_timeout_s = 10.0
     _open: weakref.WeakSet[HeadTimeoutProtocol]
     _sweeping = False
     _head_since: float | None = None
+    _body_since: float | None = None  # the body's last progress, while one is expected
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -49,7 +61,44 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_since = None
+        self._body_since = self.loop.time()  # cleared at once when there is no body
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_since = self.loop.time()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._body_since = None
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        # The parser refused the request (uvicorn answers text/plain): every error is JSON.
+        self._send_and_close(400, _INVALID_HTTP)
+
+    def _send_and_close(self, status: int, body: bytes) -> None:
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+    def _stall(self) -> None:
+        """The body stopped arriving: 408 when nothing was answered yet, then close."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            cycle.response_started = True  # the app's own answer, if any, goes nowhere
+            self._send_and_close(408, _BODY_STALLED)
+        else:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         type(self)._open.discard(self)
@@ -61,11 +110,22 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 
     @classmethod
     def _sweep(cls, loop: asyncio.AbstractEventLoop) -> None:
-        deadline = loop.time() - cls.head_timeout_s
+        now = loop.time()
+        deadline = now - cls.head_timeout_s
         for protocol in list(cls._open):
+            if protocol.transport.is_closing():
+                continue
             since = protocol._head_since
-            if since is not None and since <= deadline and not protocol.transport.is_closing():
+            if since is not None and since <= deadline:
                 protocol.transport.close()
+                continue
+            since = protocol._body_since
+            if since is None or since > deadline:
+                continue
+            if protocol.flow.read_paused:  # the server is not reading (pipelining, a full
+                protocol._body_since = now  # buffer): not the client's pause
+            else:
+                protocol._stall()
         if cls._open:
             loop.call_later(cls._interval(), cls._sweep, loop)
         else:

@@ -24,7 +24,8 @@ class Settings:
     max_upload_bytes: int = 512 * 1024 * 1024
     max_rows: int = 4096
     request_timeout_s: float = 10.0
-    head_timeout_s: float = 10.0  # a client must send a request's line and headers within this
+    # A client must send a request's line and headers within this, and pause its body no longer.
+    head_timeout_s: float = 10.0
     max_queue_rows: int = 8192
     max_batch_size: int = 32
     max_batch_delay_ms: float = 2.0

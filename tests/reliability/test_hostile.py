@@ -99,6 +99,79 @@ def test_100k_tiny_chunks_are_one_request(server, cancer, cancer_models) -> None
     assert labels == cancer_models[0].predict(rows).tolist()
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(
+            b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+            id="content-length-not-a-number",
+        ),
+        pytest.param(
+            b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+            id="negative-content-length",
+        ),
+        pytest.param(
+            b"GET /v2/models/" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", id="long-url"
+        ),
+        pytest.param(b"GET /v2/models/\xff HTTP/1.1\r\nHost: x\r\n\r\n", id="raw-non-ascii-path"),
+        pytest.param(b"NOT HTTP AT ALL\r\n\r\n", id="not-http"),
+    ],
+)
+def test_a_request_that_is_not_valid_http_gets_a_json_400(server, cancer, head: bytes) -> None:
+    """The HTTP parser's refusals answered text/plain 'Invalid HTTP request received.'; every
+    error is JSON (docs/serving.md)."""
+    with _connect(server.url) as sock:
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    headers, _, body = data.partition(b"\r\n\r\n")
+    assert headers.startswith(b"HTTP/1.1 400"), data[:200]
+    assert b"content-type: application/json" in headers.lower()
+    assert "HTTP" in json.loads(body)["error"]
+    _still_serves(server.url, cancer)
+
+
+@pytest.fixture
+def short_timeout_server(registry):
+    settings = make_settings(registry.settings.home, head_timeout_s=1.0)
+    with BackgroundServer(settings) as server:
+        yield server
+
+
+def test_a_body_that_stops_arriving_is_answered_408_and_closed(short_timeout_server, cancer):
+    """A head sent in time and a body that stalls held the connection (and the request) for
+    ever: the head timeout covered the head only."""
+    with _connect(short_timeout_server.url) as sock:
+        sock.sendall(_request_head(INFER, Content_Length="1000") + b'{"inputs": [')
+        started = time.monotonic()
+        status, body = _read_response(sock)
+        assert status == 408 and "body" in json.loads(body)["error"]
+        assert sock.recv(1024) == b""  # then closed
+    assert time.monotonic() - started < 5
+    _still_serves(short_timeout_server.url, cancer)
+
+
+def test_a_body_that_keeps_arriving_slowly_is_served(short_timeout_server, cancer, cancer_models):
+    """The body timeout is a limit on each pause, not on the whole body: a slow upload that
+    keeps sending is served however long it takes."""
+    payload = json.dumps(v2_body(cancer[0][:2])).encode()
+    pieces = [
+        payload[i : i + len(payload) // 6 + 1]
+        for i in range(0, len(payload), len(payload) // 6 + 1)
+    ]
+    with _connect(short_timeout_server.url) as sock:
+        sock.sendall(_request_head(INFER, Content_Length=str(len(payload))))
+        for piece in pieces:  # 6-7 pieces, 0.4 s apart: well past the 1 s timeout in all
+            time.sleep(0.4)
+            sock.sendall(piece)
+        status, body = _read_response(sock)
+    assert status == 200, body
+    assert (
+        json.loads(body)["outputs"][0]["data"] == cancer_models[0].predict(cancer[0][:2]).tolist()
+    )
+
+
 def _deep(depth: int, leaf: str = "1") -> str:
     return "[" * depth + leaf + "]" * depth
 
