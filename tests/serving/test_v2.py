@@ -20,6 +20,17 @@ def v2_body(rows: np.ndarray, **extra: object) -> dict[str, object]:
     }
 
 
+def _tensor_text(datatype: str, data: str) -> bytes:
+    """A V2 body for the cancer model's input (shape [1, 30]) with ``data`` as JSON text."""
+    return (
+        '{"inputs":[{"name":"input","shape":[1,30],"datatype":"'
+        + datatype
+        + '","data":'
+        + data
+        + "}]}"
+    ).encode()
+
+
 def test_health_and_server_metadata(http) -> None:
     assert http.get("/v2/health/live").json() == {"live": True}
     ready = http.get("/v2/health/ready")
@@ -141,6 +152,42 @@ def test_infer_explicit_version_served_for_rollback(
             400,
             "unknown output",
             id="unknown-output",
+        ),
+        pytest.param(  # numpy reads any non-empty string as True
+            _tensor_text("BOOL", '["false"' + ', "false"' * 29 + "]"),
+            400,
+            "BOOL data must be true or false",
+            id="bool-from-strings",
+        ),
+        pytest.param(
+            _tensor_text("BOOL", "[2" + ", 0" * 29 + "]"),
+            400,
+            "BOOL data must be true or false",
+            id="bool-from-numbers",
+        ),
+        pytest.param(  # numpy truncated it to 1
+            _tensor_text("INT32", "[1.5" + ", 1" * 29 + "]"),
+            400,
+            "INT32 data must be whole numbers, got 1.5",
+            id="fraction-in-int32",
+        ),
+        pytest.param(  # 29 + 1 values: the count matched, so it was read as one row
+            _tensor_text("FP32", "[[" + ", ".join(["0.5"] * 29) + "], [0.5]]"),
+            400,
+            "ragged",
+            id="ragged-nesting",
+        ),
+        pytest.param(  # two rows of 15 for shape [1, 30]
+            _tensor_text("FP32", str([[0.5] * 15] * 2)),
+            400,
+            "does not match shape [1, 30]",
+            id="nesting-against-the-shape",
+        ),
+        pytest.param(
+            _tensor_text("FP32", "[null" + ", 1" * 29 + "]"),
+            400,
+            "null",
+            id="null-in-fp32",
         ),
         pytest.param(  # fits FP64, but the model takes FP32: cast, it became infinity
             b'{"inputs":[{"name":"input","shape":[1,30],"datatype":"FP64","data":'

@@ -71,21 +71,58 @@ _predict_decoder = msgspec.json.Decoder(PredictRequest)
 _encoder = msgspec.json.Encoder()
 
 
-def _flatten(data: list[Any]) -> list[Any]:
-    # V2 allows row-major nested lists as well as flat ones.
-    if data and isinstance(data[0], list):
+def _flatten(data: list[Any], tensor: RequestInput) -> list[Any]:
+    """V2 allows row-major nested lists as well as flat ones. Nested lists must be regular and
+    follow the shape (the innermost level may hold the rest flat: [[12 values], ...] for
+    [2, 3, 4]): ragged nesting whose count happens to match would be read as other rows."""
+    if not (data and isinstance(data[0], list)):
+        return data
+    shape = tensor.shape
+    if len(shape) == 2 and len(data) == shape[0]:  # the common case: rows of values
+        width = shape[1]
+        rows: list[Any] = []
+        for item in data:
+            if type(item) is not list or len(item) != width:
+                break  # the general path below says what is wrong
+            rows.extend(item)
+        else:
+            return rows
+    dims = [len(data)]
+    level = data
+    while level and isinstance(level[0], list):
+        width = len(level[0])
         flat: list[Any] = []
-        stack = [data]
-        while stack:
-            item = stack.pop()
-            if not isinstance(item, list):  # ragged nesting, e.g. [[1, 2], 3]
-                flat.append(item)
-            elif item and isinstance(item[0], list):
-                stack.extend(reversed(item))
-            else:
-                flat.extend(item)
-        return flat
-    return data
+        for item in level:
+            if not isinstance(item, list) or len(item) != width:
+                raise InvalidInput(
+                    f"input {tensor.name!r}: nested data is ragged (lists of different lengths,"
+                    " or lists beside values at one depth); nest it by the shape, or send it flat"
+                )
+            flat.extend(item)
+        dims.append(width)
+        level = flat
+    depth = len(dims)
+    if dims[:-1] != shape[: depth - 1] or dims[-1] != math.prod(shape[depth - 1 :]):
+        raise InvalidInput(
+            f"input {tensor.name!r}: nested data of dimensions {dims} does not match shape"
+            f" {shape}; nest it by the shape, or send it flat"
+        )
+    return level
+
+
+def _check_whole(tensor: RequestInput, data: list[Any], dtype: np.dtype[Any]) -> None:
+    """BOOL data must be JSON booleans and integer data whole numbers: numpy would read "false"
+    as True and truncate 1.5 to 1 without a word."""
+    if dtype.kind == "b":
+        if not all(type(value) is bool for value in data):
+            raise InvalidInput(f"input {tensor.name!r}: BOOL data must be true or false")
+        return
+    for value in data:
+        if type(value) is not int and not (type(value) is float and value.is_integer()):
+            raise InvalidInput(
+                f"input {tensor.name!r}: {tensor.datatype} data must be whole numbers,"
+                f" got {value!r:.40}"
+            )
 
 
 def decode_tensor(tensor: RequestInput, *, max_rows: int) -> np.ndarray:
@@ -104,7 +141,7 @@ def decode_tensor(tensor: RequestInput, *, max_rows: int) -> np.ndarray:
         expected *= dim
     if shape and shape[0] > max_rows:
         raise PayloadTooLarge(f"input {tensor.name!r} rows ({shape[0]})", max_rows)
-    data = _flatten(tensor.data)
+    data = _flatten(tensor.data, tensor)
     if len(data) != expected:
         raise InvalidInput(
             f"input {tensor.name!r}: shape {shape} needs {expected} values, got {len(data)}"
@@ -116,6 +153,8 @@ def decode_tensor(tensor: RequestInput, *, max_rows: int) -> np.ndarray:
         if array.ndim != 1:
             raise InvalidInput(f"input {tensor.name!r}: data must be a list of scalars")
         return array.reshape(shape)
+    if dtype.kind in "biu":
+        _check_whole(tensor, data, dtype)
     try:
         if tensor.datatype == "BYTES":
             array = np.empty(len(data), dtype=object)
@@ -151,9 +190,9 @@ def _plainly_in_range(data: list[Any], dtype: np.dtype[Any]) -> bool:
 
 def check_finite(array: np.ndarray, what: str) -> None:
     """InvalidInput when a float ``array`` holds NaN or infinity."""
-    # "NaN" and "inf" strings parse as floats, and a model fed them answers nulls.
+    # "NaN" and "inf" strings parse as floats, and null as NaN: a model fed them answers nulls.
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidInput(f"{what}: NaN and infinity are not accepted; send finite numbers")
+        raise InvalidInput(f"{what}: null, NaN and infinity are not accepted; send finite numbers")
 
 
 def refuse_pickle(body: bytes) -> None:
