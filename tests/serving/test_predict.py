@@ -65,3 +65,10 @@ def test_predict_rows_mixing_objects_and_lists_get_a_clear_400(http, cancer) -> 
         assert response.status_code == 400, response.text
         assert "object" in response.json()["error"], response.text
         assert "list indices" not in response.json()["error"]
+
+
+def test_predict_max_tokens_for_a_model_without_it_says_so(http, cancer) -> None:
+    body = {"instances": cancer[0][:1].tolist(), "max_tokens": 3}
+    response = http.post("/predict/cancer-prod", json=body)
+    assert response.status_code == 400, response.text
+    assert "takes no parameter 'max_tokens'" in response.json()["error"]

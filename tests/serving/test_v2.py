@@ -189,6 +189,22 @@ def test_infer_explicit_version_served_for_rollback(
             "null",
             id="null-in-fp32",
         ),
+        pytest.param(
+            b'{"inputs":[{"name":"input","shape":[1,30],"datatype":"FP32","data":'
+            + str([0.0] * 30).encode()
+            + b'}],"outputs":[{"name":"label"},{"name":"label"}]}',
+            400,
+            "output 'label' requested twice",
+            id="output-twice",
+        ),
+        pytest.param(  # it said: model expects inputs [input], got [input, max_tokens]
+            b'{"inputs":[{"name":"input","shape":[1,30],"datatype":"FP32","data":'
+            + str([0.0] * 30).encode()
+            + b'}],"parameters":{"max_tokens":5}}',
+            400,
+            "takes no parameter 'max_tokens'",
+            id="max-tokens-for-a-classifier",
+        ),
         pytest.param(  # fits FP64, but the model takes FP32: cast, it became infinity
             b'{"inputs":[{"name":"input","shape":[1,30],"datatype":"FP64","data":'
             + str([1e300] * 30).encode()

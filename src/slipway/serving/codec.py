@@ -263,6 +263,13 @@ class InferenceResponse(msgspec.Struct, omit_defaults=True, kw_only=True):
     outputs: list[ResponseOutput]
 
 
+def check_requested(names: list[str]) -> None:
+    """InvalidInput when a request names an output twice (it was answered twice)."""
+    if len(set(names)) != len(names):
+        twice = next(n for i, n in enumerate(names) if n in names[:i])
+        raise InvalidInput(f"output {twice!r} requested twice; name each output once")
+
+
 # numpy dtype → V2 datatype, filled as dtypes are met (a handful per model).
 _datatypes: dict[np.dtype, str] = {}
 
@@ -282,6 +289,7 @@ def encode_infer_response(
     """
     if requested:
         names = [o.name for o in requested]
+        check_requested(names)
         missing = [n for n in names if n not in outputs]
         if missing:
             raise InvalidInput(

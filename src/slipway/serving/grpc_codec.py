@@ -14,7 +14,7 @@ import numpy as np
 
 from slipway.errors import InvalidInput, PayloadTooLarge
 from slipway.runtimes.base import V2_TO_NUMPY, v2_datatype
-from slipway.serving.codec import check_finite
+from slipway.serving.codec import check_finite, check_requested
 from slipway.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 
 # The typed contents field that holds each datatype (FP16 travels only as raw bytes).
@@ -144,6 +144,7 @@ def encode_infer_response(
 ) -> pb.ModelInferResponse:
     """The response with the requested outputs (all when none are named), raw or typed."""
     names = [o.name for o in request.outputs] or list(outputs)
+    check_requested(names)
     missing = [n for n in names if n not in outputs]
     if missing:
         raise InvalidInput(

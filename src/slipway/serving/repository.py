@@ -37,6 +37,7 @@ from slipway.runtimes.base import (
     v2_datatype,
 )
 from slipway.serving.batching import BatchQueue
+from slipway.serving.codec import ROW_PARAMETERS
 from slipway.serving.tabular import feature_order
 from slipway.settings import Settings
 
@@ -83,6 +84,12 @@ class LoadedVersion:
             inputs = {k: v for k, v in inputs.items() if k not in given}
         if len(inputs) != len(self._checks):
             expected = ", ".join(name for name, _, _ in self._checks)
+            for extra in ROW_PARAMETERS:  # sent as a request parameter, not as an input
+                if extra in inputs and all(extra != n for n, _, _ in self._checks):
+                    raise InvalidInput(
+                        f"this model takes no parameter {extra!r} (it is for text"
+                        " generation); leave it out"
+                    )
             raise SchemaMismatch(f"model expects inputs [{expected}], got [{', '.join(inputs)}]")
         out: dict[str, np.ndarray] = {}
         rows = -1
