@@ -72,3 +72,9 @@ def test_predict_max_tokens_for_a_model_without_it_says_so(http, cancer) -> None
     response = http.post("/predict/cancer-prod", json=body)
     assert response.status_code == 400, response.text
     assert "takes no parameter 'max_tokens'" in response.json()["error"]
+
+
+def test_predict_overflow_is_not_called_unequal_rows(http) -> None:
+    response = http.post("/predict/cancer-prod", json={"instances": [[1e39] * 30]})
+    assert response.status_code == 400, response.text
+    assert "range" in response.json()["error"], response.text

@@ -361,7 +361,8 @@ def decode_predict_request(
             array = np.array(rows, dtype=dtype)
     except (TypeError, ValueError, OverflowError, FloatingPointError, RecursionError) as exc:
         raise InvalidInput(
-            f"instances must be rows of {spec.datatype} values of equal length"
+            f"instances must be rows of equal length holding {spec.datatype} values (numbers"
+            " within its range)"
         ) from exc
     check_finite(array, "instances")
     if array.ndim != len(spec.shape):
