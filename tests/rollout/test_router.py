@@ -88,6 +88,8 @@ def test_rules_and_keys_can_use_request_fields() -> None:
     assert request_fields(plain, field_names(policy)) == {"tier": "gold", "user": "ann"}
     assert request_fields(b"[1, 2]", field_names(policy)) == {}  # not an object: no fields
     assert request_fields(b"{not json", field_names(policy)) == {}
+    deep = b'{"user": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert request_fields(deep, field_names(policy)) == {}  # too deep: the codec says so
     record = deployment(policy)
     assert choose_version(record, 0.99, None, {"tier": "beta"}) == 2
     assert choose_version(record, 0.99, {"tier": "beta"}, {}) == 1  # a header is not a field

@@ -78,10 +78,11 @@ def _fields_type(names: frozenset[str]) -> type[Any]:
 def request_fields(body: bytes, names: frozenset[str]) -> dict[str, str]:
     """The values of the fields ``names`` in a JSON request body: top-level keys, else keys of
     V2 ``parameters``; strings as they are, numbers and booleans as JSON text. A body that is
-    not a JSON object gives no fields (its own decoding reports the error)."""
+    not a JSON object, or one nested too deeply to decode, gives no fields (its own decoding
+    reports the error)."""
     try:
         found = msgspec.json.decode(body, type=_fields_type(names))
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return {}
     parameters = found.parameters if isinstance(found.parameters, dict) else {}
     out: dict[str, str] = {}
