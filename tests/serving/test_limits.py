@@ -164,6 +164,23 @@ def test_full_queue_rejects_exactly_the_excess_with_retry_after(registry, cancer
         assert "full" in refused[0].json()["error"]
 
 
+def test_a_request_larger_than_the_whole_queue_is_a_413_not_a_retry(registry, cancer) -> None:
+    """More rows than the deployment's queue can ever hold got 503 'full; retry after 1s' (a
+    retry never helps)."""
+    registry.store.update_deployment(
+        "cancer-prod", batching=BatchingConfig(max_batch_size=4, max_queue_rows=4)
+    )
+    settings = make_settings(registry.settings.home)
+    with BackgroundServer(settings) as server, httpx.Client(base_url=server.url) as http:
+        for _ in range(3):
+            response = http.post("/v2/models/cancer-prod/infer", json=v2_body(cancer[0][:5]))
+            assert response.status_code == 413, response.text
+            assert "retry-after" not in response.headers
+            assert "max_queue_rows" in response.json()["error"]
+        ok = http.post("/v2/models/cancer-prod/infer", json=v2_body(cancer[0][:4]))
+        assert ok.status_code == 200, ok.text
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_rows(
     registry, cancer, cancer_models
 ) -> None:

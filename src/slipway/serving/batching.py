@@ -33,7 +33,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from slipway.errors import DeadlineExceeded, InferenceFailed, Overloaded, SlipwayError
+from slipway.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    Overloaded,
+    PayloadTooLarge,
+    SlipwayError,
+)
 from slipway.registry.records import BatchingConfig
 
 Predict = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -149,6 +155,12 @@ class BatchQueue:
         """
         if self._stopping:
             raise Overloaded(_UNLOADING)
+        if rows > self.config.max_queue_rows:  # it never fits: a retry would not help
+            raise PayloadTooLarge(
+                f"a request of {rows} rows (more than the deployment's queue holds,"
+                " max_queue_rows)",
+                self.config.max_queue_rows,
+            )
         if self._queued_rows + rows > self.config.max_queue_rows:
             raise Overloaded.full("the inference queue", retry_after_s=1.0)
         loop = self._loop
