@@ -183,6 +183,16 @@ def test_a_version_that_is_not_a_plain_number_is_invalid_argument(stub, cancer, 
     assert stub.ModelReady(pb.ModelReadyRequest(name="cancer-prod", version="1")).ready
 
 
+def test_raw_and_typed_contents_for_one_input_are_refused(stub, cancer):
+    """The protocol allows one or the other; with both, the raw bytes won without a word."""
+    request = _fp32_request(cancer[0][:1], raw=True)
+    request.inputs[0].contents.fp32_contents.extend([0.0] * 30)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "both" in caught.value.details()
+
+
 def test_raw_bytes_contents_are_length_prefixed(stub):
     tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="BYTES", shape=[1])
     request = pb.ModelInferRequest(model_name="cancer-prod", inputs=[tensor])

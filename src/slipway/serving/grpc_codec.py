@@ -76,6 +76,10 @@ def decode_tensor(
     shape = list(tensor.shape)
     count = _check_shape(name, shape, max_rows)
     if raw is not None:
+        if tensor.HasField("contents"):
+            raise InvalidInput(
+                f"input {name!r}: both raw_input_contents and contents; send one or the other"
+            )
         if datatype == "BYTES":
             return _decode_raw_bytes(name, raw, count).reshape(shape)
         if len(raw) != count * dtype.itemsize:
