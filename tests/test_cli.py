@@ -15,9 +15,18 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 
-def slipway(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SLIPWAY_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("SLIPWAY_DATABASE_URL", None)
+def slipway(
+    home: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``slipway ARGS`` in a fresh process on ``home``; ``env`` adds or overrides variables."""
+    inherited = ("SLIPWAY_DATABASE_URL", "SLIPWAY_TOKEN")
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in inherited},
+        "SLIPWAY_HOME": str(home),
+        "COLUMNS": "200",
+        "NO_COLOR": "1",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "slipway.cli", *args],
         env=env,
@@ -99,6 +108,35 @@ def test_failures_exit_nonzero_with_one_line(tmp_path, args, code, fragment) -> 
     assert result.stderr.startswith("error:")
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The command failed with ``code`` and said why on one line starting with ``error:``."""
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0] == result.stderr.strip().splitlines()[-1], result.stderr
+    return lines[0]
+
+
+def test_a_long_error_stays_on_one_line_in_a_narrow_terminal(tmp_path) -> None:
+    result = slipway(tmp_path / "home", "deploy", "d", "ghost@1", env={"COLUMNS": "40"})
+    assert "model 'ghost' not found; see `slipway models list`" in assert_one_line_error(result, 3)
+
+
+def test_a_home_that_cannot_be_created_is_one_line_not_a_traceback(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = slipway(blocker / "home", "models", "list")
+    line = assert_one_line_error(result, 1)
+    assert str(blocker / "home") in line
+
+
+def test_a_database_that_is_down_is_one_line_not_a_traceback(tmp_path) -> None:
+    url = "postgresql+psycopg://slipway@127.0.0.1:1/registry"
+    result = slipway(tmp_path / "home", "models", "list", env={"SLIPWAY_DATABASE_URL": url})
+    line = assert_one_line_error(result, 1)
+    assert "registry database" in line and "SLIPWAY_DATABASE_URL" in line
 
 
 def test_pickle_refused_unless_trusted_then_converted(tmp_path, iris_onnx) -> None:

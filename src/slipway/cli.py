@@ -6,9 +6,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from slipway import errors
@@ -458,13 +459,44 @@ def demo(
     run_demo(_settings(port=port), once=once, console=console)
 
 
+def environment_failure(exc: BaseException) -> str | None:
+    """The one-line reason for a failure of the machine rather than of Slipway: a file or
+    directory that cannot be read or written, a registry database that cannot be reached or
+    written. None for anything else (a bug, which keeps its traceback)."""
+    if isinstance(exc, OSError):
+        if exc.filename is None:
+            return f"{exc.strerror or exc}"
+        return f"{exc.strerror or exc}: {exc.filename}; check the path and its permissions"
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            return (
+                f"the registry database cannot be used: {reason}; check SLIPWAY_DATABASE_URL"
+                " (or SLIPWAY_HOME), that the database is reachable, and that you may write it"
+            )
+    return None
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    # soft_wrap: one line whatever the terminal's width, so scripts can read it.
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Console entry point: run the CLI, turning Slipway errors into a one-line reason."""
+    """Console entry point: run the CLI, turning Slipway errors (and files or databases that
+    cannot be used) into a one-line reason and an exit code."""
     try:
         app()
     except errors.SlipwayError as exc:
-        err_console.print(f"[red]error:[/] {exc.message}", highlight=False)
-        sys.exit(exit_code_for(exc))
+        _fail(exc.message, exit_code_for(exc))
+    except Exception as exc:
+        reason = environment_failure(exc)
+        if reason is None:
+            raise
+        _fail(reason, 1)
 
 
 if __name__ == "__main__":
