@@ -139,6 +139,36 @@ def test_a_database_that_is_down_is_one_line_not_a_traceback(tmp_path) -> None:
     assert "registry database" in line and "SLIPWAY_DATABASE_URL" in line
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["predict", "d", "@{file}"], id="predict-rows"),
+        pytest.param(
+            ["models", "register", "m", "{model}", "--reference", "{file}"], id="reference"
+        ),
+        pytest.param(
+            ["approvals", "report", "m@1", "--kind", "check", "--name", "x", "--passed"]
+            + ["--summary", "{file}"],
+            id="approvals-summary",
+        ),
+        pytest.param(["audit", "verify", "--checkpoint", "{file}"], id="audit-checkpoint"),
+        pytest.param(["loadtest", "http://127.0.0.1:9/", "--body", "{file}"], id="loadtest-body"),
+        pytest.param(["validate", "m@1", "--data", "{file}"], id="validate-data"),
+    ],
+)
+@pytest.mark.parametrize("problem", ["missing", "garbage"])
+def test_an_input_file_that_cannot_be_read_is_invalid_input(
+    tmp_path, iris_onnx, args, problem
+) -> None:
+    """A file the user names that is missing, or holds something other than what the option
+    takes (the ONNX model's bytes here), is exit code 2 with one line naming it."""
+    model, _ = iris_onnx
+    file = tmp_path / "absent.json" if problem == "missing" else model
+    args = [a.format(file=file, model=model) for a in args]
+    line = assert_one_line_error(slipway(tmp_path / "home", *args), 2)
+    assert str(file) in line
+
+
 def test_pickle_refused_unless_trusted_then_converted(tmp_path, iris_onnx) -> None:
     import joblib
 

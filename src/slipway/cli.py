@@ -20,7 +20,14 @@ from slipway.commands import packaging as packaging_commands
 from slipway.commands import readiness as readiness_commands
 from slipway.commands import rollout as rollout_commands
 from slipway.commands import validation as validation_commands
-from slipway.commands.common import console, deployer, err_console, key_values
+from slipway.commands.common import (
+    console,
+    deployer,
+    err_console,
+    key_values,
+    read_input,
+    read_rows,
+)
 from slipway.commands.common import open_registry as _registry
 from slipway.commands.common import progress as _progress
 from slipway.commands.common import settings as _settings
@@ -156,7 +163,7 @@ def models_register(
     rows = None
     feature_names = None
     if reference is not None:
-        rows, feature_names = _read_rows(reference)
+        rows, feature_names = read_rows(reference, "--reference")
     from slipway.runtimes.trust import is_pickle_file
 
     if is_pickle_file(path):
@@ -223,20 +230,6 @@ def _register_pickle(
     finally:
         registry.close()
     return record
-
-
-def _read_rows(path: Path) -> tuple[Any, list[str] | None]:
-    import numpy as np
-
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False), None
-    with path.open() as f:
-        first = f.readline().strip().split(",")
-    try:
-        [float(v) for v in first]
-        return np.loadtxt(path, delimiter=",", ndmin=2), None
-    except ValueError:
-        return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2), first
 
 
 @models_app.command("list")
@@ -434,11 +427,14 @@ def predict(
     """Send rows to a running server's /predict endpoint and print the answer."""
     from slipway.client import Client
 
-    text = Path(instances[1:]).read_text() if instances.startswith("@") else instances
+    text: str | bytes = instances
+    if instances.startswith("@"):
+        text = read_input(Path(instances[1:]), "the rows file")
     try:
         rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise errors.InvalidInput(f"instances are not valid JSON: {exc}") from exc
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for binary files
+        where = f" in {instances[1:]}" if instances.startswith("@") else ""
+        raise errors.InvalidInput(f"the rows{where} are not valid JSON: {exc}") from None
     if isinstance(rows, dict) and "instances" in rows:
         rows = rows["instances"]
     with Client(url, token=os.environ.get("SLIPWAY_TOKEN")) as client:

@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from slipway import errors
-from slipway.commands.common import caller, console, open_registry
+from slipway.commands.common import caller, console, open_registry, read_input, read_json
 from slipway.governance import approvals, audit, identities
 from slipway.governance.evidence import ApprovalPolicy
 from slipway.governance.roles import Role
@@ -425,7 +425,7 @@ def approvals_report(
     model, number = parse_ref(ref)
     if number is None:
         raise errors.InvalidInput("name the version: MODEL@VERSION")
-    figures = {} if summary is None else json.loads(summary.read_text())
+    figures = {} if summary is None else read_json(summary, "the summary file")
     if not isinstance(figures, dict):
         raise errors.InvalidInput("the summary file must hold a JSON object")
     with open_registry() as registry:
@@ -447,13 +447,22 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Verify the whole chain; name the first broken record (exit code 10)."""
-    marks = [msgspec.json.decode(p.read_bytes(), type=audit.Checkpoint) for p in checkpoint or []]
+    marks = [_checkpoint(path) for path in checkpoint or []]
     with open_registry() as registry:
         caller(registry.store, Role.ADMIN)
         result = audit.verify(registry.store, checkpoints=marks)
     result.raise_if_broken()
     span = f"records {result.first_seq}-{result.last_seq}" if result.records else "no records"
     console.print(f"audit log verified: {result.records} {span}, head sha256:{result.head_hash}")
+
+
+def _checkpoint(path: Path) -> audit.Checkpoint:
+    try:
+        return msgspec.json.decode(read_input(path, "the checkpoint"), type=audit.Checkpoint)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise errors.InvalidInput(
+            f"the checkpoint {path} is not one from `slipway audit checkpoint`: {exc}"
+        ) from None
 
 
 @audit_app.command("checkpoint")
