@@ -197,3 +197,32 @@ def test_demo_once(tmp_path) -> None:
     assert "registered breast-cancer@1" in out and "registered breast-cancer@2" in out
     assert "/v2/models/breast-cancer/infer" in out and '"predictions"' in out
     assert '"model_version": "1"' in out
+
+
+def test_predict_exit_codes_follow_the_servers_answer(tmp_path, iris_onnx) -> None:
+    """A server's 404 is 'not found' (3), its 400 'invalid input' (2), a token it refuses 8,
+    and a server that is down 1: the same codes the command would give working locally."""
+    from slipway.local import Registry
+    from slipway.registry.records import InferencePolicy
+    from slipway.server import BackgroundServer
+    from slipway.settings import Settings
+
+    path, x = iris_onnx
+    home = tmp_path / "home"
+    settings = Settings.from_env({"SLIPWAY_HOME": str(home)}, port=0)
+    with Registry(settings) as registry:
+        registry.register_onnx("iris", path)
+        registry.store.create_deployment("iris-prod", "iris", 1)
+        registry.store.create_deployment("iris-closed", "iris", 1)
+        closed = InferencePolicy(anonymous=False)
+        registry.store.update_deployment("iris-closed", inference=closed)
+    row = json.dumps([x[0].tolist()])
+    with BackgroundServer(settings) as server:
+        url = ["--url", server.url]
+        assert slipway(home, "predict", "iris-prod", row, *url).returncode == 0
+        line = assert_one_line_error(slipway(home, "predict", "ghost", row, *url), 3)
+        assert "deployment 'ghost' not found" in line
+        assert_one_line_error(slipway(home, "predict", "iris-prod", "[[1.0, 2.0]]", *url), 2)
+        assert_one_line_error(slipway(home, "predict", "iris-closed", row, *url), 8)
+    down = assert_one_line_error(slipway(home, "predict", "iris-prod", row, *url), 1)
+    assert "cannot reach Slipway" in down

@@ -78,7 +78,16 @@ EXIT_CODES: list[tuple[type[errors.SlipwayError], int]] = [
 ]
 
 
+# A server's answer to a command that called it (predict, monitor report), by HTTP status:
+# the exit code the same error would have had locally (serving/errors.py maps them to statuses).
+HTTP_EXIT_CODES: dict[int, int] = {400: 2, 401: 8, 403: 8, 404: 3, 413: 2, 415: 2, 422: 7}
+
+
 def exit_code_for(exc: errors.SlipwayError) -> int:
+    from slipway.client import ApiError
+
+    if isinstance(exc, ApiError):
+        return HTTP_EXIT_CODES.get(exc.status, 1)
     for kind, code in EXIT_CODES:
         if isinstance(exc, kind):
             return code
