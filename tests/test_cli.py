@@ -226,3 +226,33 @@ def test_predict_exit_codes_follow_the_servers_answer(tmp_path, iris_onnx) -> No
         assert_one_line_error(slipway(home, "predict", "iris-closed", row, *url), 8)
     down = assert_one_line_error(slipway(home, "predict", "iris-prod", row, *url), 1)
     assert "cannot reach Slipway" in down
+
+
+def test_deploy_changes_nothing_when_its_batching_is_refused(tmp_path, iris_onnx) -> None:
+    from slipway.local import Registry
+    from slipway.settings import Settings
+
+    path, _ = iris_onnx
+    home = tmp_path / "home"
+    settings = Settings.from_env({"SLIPWAY_HOME": str(home)})
+    with Registry(settings) as registry:
+        registry.register_onnx("iris", path)
+        registry.register_onnx("iris", path)
+        registry.store.create_deployment("iris-prod", "iris", 1)
+
+    def deployed() -> tuple[int, int, float]:
+        with Registry(settings) as registry:
+            d = registry.store.get_deployment("iris-prod")
+        return d.version, d.batching.max_batch_size, d.batching.max_batch_delay_ms
+
+    for size in ("-5", "0", "100000"):  # 100000: more than the queue holds
+        refused = slipway(home, "deploy", "iris-prod", "iris@2", "--max-batch-size", size)
+        assert_one_line_error(refused, 2)
+        assert deployed() == (1, 32, 2.0), size
+    assert slipway(home, "deploy", "iris-prod", "iris@1", "--max-batch-size", "8").returncode == 0
+    # One flag changes its own setting and keeps the other.
+    moved = slipway(home, "deploy", "iris-prod", "iris@2", "--max-batch-delay-ms", "5")
+    assert moved.returncode == 0, moved.stderr
+    assert deployed() == (2, 8, 5.0)
+    created = slipway(home, "deploy", "iris-new", "iris@1", "--max-batch-size", "0")
+    assert_one_line_error(created, 2)

@@ -335,37 +335,48 @@ def deploy(
     ] = None,
 ) -> None:
     """Create DEPLOYMENT serving MODEL@VERSION, or point it at that version."""
+    import msgspec
+
     from slipway.registry.names import parse_ref
     from slipway.registry.records import BatchingConfig
 
     settings = _settings()
     model, number = parse_ref(ref)
+    # Only the flags given change; the rest is the deployment's own, or the defaults.
+    given: dict[str, Any] = {}
+    if max_batch_size is not None:
+        given["max_batch_size"] = max_batch_size
+    if max_batch_delay_ms is not None:
+        given["max_batch_delay_ms"] = max_batch_delay_ms
     registry = _registry()
     try:
         actor = deployer(registry.store)
         version = registry.store.get_version(model, number)
         existing = {d.name: d for d in registry.store.list_deployments()}
-        batching = BatchingConfig(
-            max_batch_size=max_batch_size or settings.max_batch_size,
-            max_batch_delay_ms=(
-                settings.max_batch_delay_ms if max_batch_delay_ms is None else max_batch_delay_ms
-            ),
-            max_queue_rows=settings.max_queue_rows,
-        )
         if deployment in existing:
-            if existing[deployment].model != model:
+            current = existing[deployment]
+            if current.model != model:
                 raise errors.InvalidInput(
-                    f"deployment {deployment!r} serves model {existing[deployment].model!r},"
-                    f" not {model!r}"
+                    f"deployment {deployment!r} serves model {current.model!r}, not {model!r}"
                 )
-            record = registry.store.set_deployment_version(deployment, version.number, actor=actor)
-            if max_batch_size is not None or max_batch_delay_ms is not None:
-                record = registry.store.update_deployment(
-                    deployment, batching=batching, actor=actor
-                )
+            record = registry.store.set_deployment_version(
+                deployment,
+                version.number,
+                batching=msgspec.structs.replace(current.batching, **given) if given else None,
+                actor=actor,
+            )
         else:
+            defaults = BatchingConfig(
+                max_batch_size=settings.max_batch_size,
+                max_batch_delay_ms=settings.max_batch_delay_ms,
+                max_queue_rows=settings.max_queue_rows,
+            )
             record = registry.store.create_deployment(
-                deployment, model, version.number, batching=batching, actor=actor
+                deployment,
+                model,
+                version.number,
+                batching=msgspec.structs.replace(defaults, **given),
+                actor=actor,
             )
     finally:
         registry.close()

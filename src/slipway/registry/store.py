@@ -288,7 +288,12 @@ class SqlStore:
             raise _deployment_exists(name) from None
 
     def set_deployment_version(
-        self, name: str, version: int, *, actor: str | None = None
+        self,
+        name: str,
+        version: int,
+        *,
+        batching: BatchingConfig | None = None,
+        actor: str | None = None,
     ) -> DeploymentRecord:
         """Point deployment ``name`` at ``version`` of its model.
 
@@ -297,9 +302,20 @@ class SqlStore:
         production deployment this is a promotion: ApprovalRequired unless an approved promotion
         request is bound to the version's digest, or it is a rollback to the previous version
         (see registry/promotions.py).
+
+        ``batching``, when given, is set in the same transaction: both changes happen, or
+        neither (an invalid batching is refused before anything changes).
         """
+        batching_json = None if batching is None else _check_batching(batching)
         with self._write() as session:
-            return self.switch_version(session, name, version, actor=actor)
+            record = self.switch_version(session, name, version, actor=actor)
+            if batching_json is None or batching == record.batching:
+                return record
+            row, model = self._lock_deployment(session, name)
+            row.batching = batching_json
+            return self._deployment_changed(
+                session, row, model, record, "deployment.updated", actor
+            )
 
     def switch_version(
         self, session: Session, name: str, version: int, *, actor: str | None = None
