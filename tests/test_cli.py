@@ -256,3 +256,26 @@ def test_deploy_changes_nothing_when_its_batching_is_refused(tmp_path, iris_onnx
     assert deployed() == (2, 8, 5.0)
     created = slipway(home, "deploy", "iris-new", "iris@1", "--max-batch-size", "0")
     assert_one_line_error(created, 2)
+
+
+def test_a_failed_register_leaves_no_version_and_no_artifact(tmp_path, iris_onnx) -> None:
+    path, x = iris_onnx
+    home = tmp_path / "home"
+    not_onnx = tmp_path / "notes.onnx"
+    not_onnx.write_text("these are notes, not a model\n")
+    narrow = tmp_path / "narrow.npy"
+    np.save(narrow, x[:, :2])  # two columns; the model takes four
+
+    def stored() -> list[Path]:
+        store = home / "artifacts" / "sha256"
+        return sorted(p for p in store.rglob("*") if p.is_file()) if store.exists() else []
+
+    refused = slipway(home, "models", "register", "iris", str(not_onnx))
+    line = assert_one_line_error(refused, 2)
+    assert "notes.onnx is not a valid ONNX model" in line
+    refused = slipway(home, "models", "register", "iris", str(path), "--reference", str(narrow))
+    assert_one_line_error(refused, 2)
+    assert stored() == []
+    assert_one_line_error(slipway(home, "models", "show", "iris"), 3)
+    assert "registered iris@1" in slipway(home, "models", "register", "iris", str(path)).stdout
+    assert len(stored()) == 1
