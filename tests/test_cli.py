@@ -279,3 +279,21 @@ def test_a_failed_register_leaves_no_version_and_no_artifact(tmp_path, iris_onnx
     assert_one_line_error(slipway(home, "models", "show", "iris"), 3)
     assert "registered iris@1" in slipway(home, "models", "register", "iris", str(path)).stdout
     assert len(stored()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragment"),
+    [
+        pytest.param(["serve", "--port", "99999"], {}, "port 99999", id="serve-port"),
+        pytest.param(["demo", "--once", "--port", "70000"], {}, "port 70000", id="demo-port"),
+        pytest.param(["serve", "--log-level", "loud"], {}, "--log-level", id="log-level"),
+        pytest.param(["serve", "--workers", "0"], {}, "--workers", id="workers"),
+        pytest.param(["models", "list"], {"SLIPWAY_PORT": "abc"}, "SLIPWAY_PORT", id="env-int"),
+        pytest.param(
+            ["models", "list"], {"SLIPWAY_MAX_BATCH_DELAY_MS": "soon"}, "soon", id="env-float"
+        ),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_starts(tmp_path, args, env, fragment) -> None:
+    result = slipway(tmp_path / "home", *args, env=env, timeout=60)
+    assert fragment in assert_one_line_error(result, 2)

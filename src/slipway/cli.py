@@ -411,7 +411,9 @@ def deployments_list() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000)")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    log_level: Annotated[
+        str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug, trace")
+    ] = "info",
     bundle: Annotated[
         Path | None,
         typer.Option(help="Serve a bundle from `slipway package` (runs its handler code)"),
@@ -422,9 +424,15 @@ def serve(
     ] = None,
 ) -> None:
     """Serve every deployment: V2 inference, /predict, /metrics and the management API."""
+    from uvicorn.config import LOG_LEVELS
+
     from slipway.server import run
 
     settings = _settings(host=host, port=port, workers=workers)
+    if log_level.lower() not in LOG_LEVELS:
+        raise errors.InvalidInput(
+            f"--log-level {log_level!r} is not a log level: use one of {', '.join(LOG_LEVELS)}"
+        )
     if bundle is not None:
         if settings.workers != 1:
             raise errors.InvalidInput("--bundle serves in one process; leave out --workers")
