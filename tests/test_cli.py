@@ -297,3 +297,16 @@ def test_a_failed_register_leaves_no_version_and_no_artifact(tmp_path, iris_onnx
 def test_bad_settings_are_refused_before_anything_starts(tmp_path, args, env, fragment) -> None:
     result = slipway(tmp_path / "home", *args, env=env, timeout=60)
     assert fragment in assert_one_line_error(result, 2)
+
+
+@pytest.mark.parametrize("command", ["package", "rollback", "readiness", "validate", "deploy"])
+def test_single_commands_show_their_own_usage(command) -> None:
+    """A command that takes no sub-command says so in its usage line."""
+    from typer.testing import CliRunner
+
+    from slipway.cli import app
+
+    shown = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    usage = next(line for line in shown.output.splitlines() if "Usage:" in line)
+    assert f"slipway {command} [OPTIONS]" in usage and "COMMAND" not in usage, usage

@@ -41,12 +41,14 @@ app = typer.Typer(
 models_app = typer.Typer(
     help="Register and inspect models and their versions.", no_args_is_help=True
 )
-deployments_app = typer.Typer(help="Inspect deployments.", no_args_is_help=True)
+deployments_app = typer.Typer(
+    help="List deployments; show or change their policy.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(rollout_commands.app, name="rollout")
-app.add_typer(packaging_commands.app, name="package")
-app.add_typer(rollout_commands.rollback_app, name="rollback")
+app.add_typer(packaging_commands.app)  # package
+app.add_typer(rollout_commands.rollback_app)  # rollback
 app.add_typer(rollout_commands.experiment_app, name="experiment")
 app.add_typer(monitoring_commands.app, name="monitor")
 app.add_typer(monitoring_commands.alerts_app, name="alerts")
@@ -56,7 +58,7 @@ app.add_typer(governance_commands.tokens_app, name="tokens")
 app.add_typer(governance_commands.approvals_app, name="approvals")
 app.add_typer(governance_commands.audit_app, name="audit")
 app.add_typer(validation_commands.app)  # validate, loadtest
-app.add_typer(readiness_commands.app, name="readiness")
+app.add_typer(readiness_commands.app)  # readiness
 deployments_app.command("policy")(governance_commands.deployment_policy)
 
 
