@@ -310,3 +310,26 @@ def test_single_commands_show_their_own_usage(command) -> None:
     assert shown.exit_code == 0, shown.output
     usage = next(line for line in shown.output.splitlines() if "Usage:" in line)
     assert f"slipway {command} [OPTIONS]" in usage and "COMMAND" not in usage, usage
+
+
+@pytest.mark.parametrize(
+    ("args", "choices"),
+    [
+        pytest.param(["approvals", "list", "--status", "open"], "pending, approved", id="status"),
+        pytest.param(["audit", "query", "--kind", "controls"], "control, prediction", id="kind"),
+        pytest.param(["audit", "export", "{out}", "--kind", "x"], "control, prediction", id="exp"),
+        pytest.param(
+            ["alerts", "add", "r", "--kind", "latency", "--threshold", "1"],
+            "latency_p50, latency_p95",
+            id="alert-kind",
+        ),
+    ],
+)
+def test_a_filter_value_that_matches_nothing_is_refused_with_the_choices(
+    tmp_path, args, choices
+) -> None:
+    """A typo in a filter is an error naming the values it takes, not an empty listing."""
+    out = tmp_path / "audit.jsonl"
+    result = slipway(tmp_path / "home", *[a.format(out=out) for a in args])
+    assert choices in assert_one_line_error(result, 2)
+    assert not out.exists()

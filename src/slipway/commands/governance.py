@@ -260,10 +260,17 @@ def deployment_policy(
 
 @approvals_app.command("list")
 def approvals_list(
-    status: Annotated[str | None, typer.Option(help="pending, approved, promoted, ...")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="pending, approved, promoted, rejected, stale or cancelled"),
+    ] = None,
     deployment: Annotated[str | None, typer.Option(help="Only this deployment")] = None,
 ) -> None:
     """List promotion requests, newest first."""
+    if status is not None and status not in approvals.STATUSES:
+        raise errors.InvalidInput(
+            f"unknown status {status!r}; use one of {', '.join(approvals.STATUSES)}"
+        )
     with open_registry() as registry:
         caller(registry.store, Role.VIEWER)
         found = approvals.list_requests(registry.store, status=status, deployment=deployment)
@@ -479,6 +486,9 @@ def audit_checkpoint(
     console.print_json(encoded.decode())
 
 
+AUDIT_KINDS = ("control", "prediction")
+
+
 def _filters(
     request_id: str | None,
     deployment: str | None,
@@ -487,6 +497,8 @@ def _filters(
     key: str | None,
     kind: str | None,
 ) -> dict[str, Any]:
+    if kind is not None and kind not in AUDIT_KINDS:
+        raise errors.InvalidInput(f"unknown --kind {kind!r}; use one of {', '.join(AUDIT_KINDS)}")
     pair = None
     if key is not None:
         field, sep, value = key.partition("=")
@@ -553,11 +565,12 @@ def audit_export(
     """Export matching records (all by default) as JSON lines, hashes included."""
     filters = _filters(request_id, deployment, since, until, key, kind)
     count = 0
-    with open_registry() as registry, out.open("wb") as stream:
-        caller(registry.store, Role.ADMIN)
-        for line in audit.export_jsonl(audit.iter_records(registry.store, **filters)):
-            stream.write(line)
-            count += 1
+    with open_registry() as registry:
+        caller(registry.store, Role.ADMIN)  # a refusal creates no file
+        with out.open("wb") as stream:
+            for line in audit.export_jsonl(audit.iter_records(registry.store, **filters)):
+                stream.write(line)
+                count += 1
     console.print(f"exported {count} records to {out}")
 
 
