@@ -209,7 +209,9 @@ def loadtest(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds")] = 5.0,
 ) -> None:
-    """Send requests at a fixed rate; latency counts from each request's intended send time."""
+    """Send requests at a fixed rate; latency counts from each request's intended send time.
+
+    Exits with code 1 when no request succeeded (a server that is down, a wrong route)."""
     from slipway.validation.loadgen import Request, run_load
 
     payload = None
@@ -246,5 +248,10 @@ def loadtest(
         f"{result.throughput:.1f}",
     )
     console.print(table)
+    if result.sent and not result.ok:
+        raise errors.SlipwayError(
+            f"none of the {result.sent} requests succeeded: is the server at {url} up, and is"
+            " that the right route and --body?"
+        )
     if result.errors:
         err_console.print(f"[yellow]{result.errors} of {result.sent} requests failed[/]")
