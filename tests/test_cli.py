@@ -333,3 +333,15 @@ def test_a_filter_value_that_matches_nothing_is_refused_with_the_choices(
     result = slipway(tmp_path / "home", *[a.format(out=out) for a in args])
     assert choices in assert_one_line_error(result, 2)
     assert not out.exists()
+
+
+def test_register_takes_a_training_data_sha256_as_sha256sum_prints_it(tmp_path, iris_onnx) -> None:
+    path, _ = iris_onnx
+    home = tmp_path / "home"
+    bad = slipway(home, "models", "register", "iris", str(path), "--training-data-sha256", "abc")
+    assert "--training-data-sha256" in assert_one_line_error(bad, 2)
+    digest = "AB" * 32  # upper case, or with a sha256: prefix, is the same hash
+    done = slipway(home, "models", "register", "iris", str(path), "--training-data-sha256", digest)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(slipway(home, "models", "show", "iris@1", "--json").stdout)
+    assert shown["meta"]["training_data_sha256"] == "ab" * 32

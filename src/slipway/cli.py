@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import string
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -163,6 +164,13 @@ def models_register(
             metrics[key] = float(value)
         except ValueError:
             raise errors.InvalidInput(f"--metric {key} must be a number, got {value!r}") from None
+    if training_data_sha256 is not None:  # as sha256sum prints it, or with a sha256: prefix
+        training_data_sha256 = training_data_sha256.strip().lower().removeprefix("sha256:")
+        if len(training_data_sha256) != 64 or set(training_data_sha256) - set(string.hexdigits):
+            raise errors.InvalidInput(
+                "--training-data-sha256 must be the 64 hex characters of a sha256 (sha256sum"
+                " prints them)"
+            )
     meta = VersionMeta(
         description=description,
         training_data=training_data,

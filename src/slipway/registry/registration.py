@@ -21,7 +21,7 @@ from slipway.errors import UnsupportedFormat
 from slipway.registry.artifacts import ArtifactStore, Check
 from slipway.registry.profile import build_profile
 from slipway.registry.records import Profile, VersionMeta, VersionRecord
-from slipway.registry.store import SqlStore
+from slipway.registry.store import SqlStore, check_meta
 from slipway.runtimes.trust import is_pickle_file
 
 
@@ -46,6 +46,7 @@ def register_onnx(
     from slipway.registry.names import check_name
 
     check_name("model", model)
+    check_meta(meta or VersionMeta())  # before anything is stored
     if isinstance(source, Path) and is_pickle_file(source):
         raise UnsupportedFormat(
             f"{source.name} is a pickle file, not ONNX; register the estimator from Python"
@@ -189,6 +190,7 @@ def register_model(
     from slipway.runtimes.extras import import_extra
 
     check_name("model", model)
+    check_meta(meta or VersionMeta())  # before anything is stored
     source = Path(source)
     format = format or detect_format(source)
     if format not in FORMATS:
