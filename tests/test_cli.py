@@ -53,6 +53,7 @@ def test_register_list_show_deploy(tmp_path, iris_onnx) -> None:
     home = tmp_path / "home"
     path, _ = iris_onnx
     assert slipway(home, "init").returncode == 0
+    assert (home / "registry.db").is_file() and (home / "artifacts").is_dir()  # docs/cli.md
     result = slipway(
         home,
         "models",

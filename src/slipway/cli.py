@@ -102,6 +102,7 @@ def init() -> None:
     """Create the Slipway home (registry, artifact store) and the first admin; print its token."""
     settings = _settings()
     with _registry() as registry:
+        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)  # else made on first write
         console.print(f"Slipway home ready at [bold]{settings.home}[/]")
         console.print(f"registry: {settings.database_url}")
         governance_commands.print_first_admin(registry.store)
