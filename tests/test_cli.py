@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -192,9 +193,14 @@ def test_pickle_refused_unless_trusted_then_converted(tmp_path, iris_onnx) -> No
 
 
 def test_demo_once(tmp_path) -> None:
-    result = slipway(tmp_path / "home", "demo", "--once", "--port", "0", timeout=300)
+    env = {"COLUMNS": "60"}  # a narrow terminal: commands to copy must stay on one line
+    result = slipway(tmp_path / "home", "demo", "--once", "--port", "0", timeout=300, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    lines = out.splitlines()
+    assert any(re.search(r"export SLIPWAY_TOKEN=slw_[\w-]{43}$", line) for line in lines), out
+    [predict] = [line for line in lines if "slipway predict breast-cancer" in line]
+    assert re.search(r"\]\]' --url http://127\.0\.0\.1:\d+$", predict), predict  # port 0
     assert "registered breast-cancer@1" in out and "registered breast-cancer@2" in out
     assert "/v2/models/breast-cancer/infer" in out and '"predictions"' in out
     assert '"model_version": "1"' in out
