@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,18 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 
-def slipway(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SLIPWAY_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("SLIPWAY_DATABASE_URL", None)
+def slipway(
+    home: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``slipway ARGS`` in a fresh process on ``home``; ``env`` adds or overrides variables."""
+    inherited = ("SLIPWAY_DATABASE_URL", "SLIPWAY_TOKEN")
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in inherited},
+        "SLIPWAY_HOME": str(home),
+        "COLUMNS": "200",
+        "NO_COLOR": "1",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "slipway.cli", *args],
         env=env,
@@ -44,6 +54,7 @@ def test_register_list_show_deploy(tmp_path, iris_onnx) -> None:
     home = tmp_path / "home"
     path, _ = iris_onnx
     assert slipway(home, "init").returncode == 0
+    assert (home / "registry.db").is_file() and (home / "artifacts").is_dir()  # docs/cli.md
     result = slipway(
         home,
         "models",
@@ -101,6 +112,65 @@ def test_failures_exit_nonzero_with_one_line(tmp_path, args, code, fragment) -> 
     assert "Traceback" not in result.stderr
 
 
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The command failed with ``code`` and said why on one line starting with ``error:``."""
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0] == result.stderr.strip().splitlines()[-1], result.stderr
+    return lines[0]
+
+
+def test_a_long_error_stays_on_one_line_in_a_narrow_terminal(tmp_path) -> None:
+    result = slipway(tmp_path / "home", "deploy", "d", "ghost@1", env={"COLUMNS": "40"})
+    assert "model 'ghost' not found; see `slipway models list`" in assert_one_line_error(result, 3)
+
+
+def test_a_home_that_cannot_be_created_is_one_line_not_a_traceback(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = slipway(blocker / "home", "models", "list")
+    line = assert_one_line_error(result, 1)
+    assert str(blocker / "home") in line
+
+
+def test_a_database_that_is_down_is_one_line_not_a_traceback(tmp_path) -> None:
+    url = "postgresql+psycopg://slipway@127.0.0.1:1/registry"
+    result = slipway(tmp_path / "home", "models", "list", env={"SLIPWAY_DATABASE_URL": url})
+    line = assert_one_line_error(result, 1)
+    assert "registry database" in line and "SLIPWAY_DATABASE_URL" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["predict", "d", "@{file}"], id="predict-rows"),
+        pytest.param(
+            ["models", "register", "m", "{model}", "--reference", "{file}"], id="reference"
+        ),
+        pytest.param(
+            ["approvals", "report", "m@1", "--kind", "check", "--name", "x", "--passed"]
+            + ["--summary", "{file}"],
+            id="approvals-summary",
+        ),
+        pytest.param(["audit", "verify", "--checkpoint", "{file}"], id="audit-checkpoint"),
+        pytest.param(["loadtest", "http://127.0.0.1:9/", "--body", "{file}"], id="loadtest-body"),
+        pytest.param(["validate", "m@1", "--data", "{file}"], id="validate-data"),
+    ],
+)
+@pytest.mark.parametrize("problem", ["missing", "garbage"])
+def test_an_input_file_that_cannot_be_read_is_invalid_input(
+    tmp_path, iris_onnx, args, problem
+) -> None:
+    """A file the user names that is missing, or holds something other than what the option
+    takes (the ONNX model's bytes here), is exit code 2 with one line naming it."""
+    model, _ = iris_onnx
+    file = tmp_path / "absent.json" if problem == "missing" else model
+    args = [a.format(file=file, model=model) for a in args]
+    line = assert_one_line_error(slipway(tmp_path / "home", *args), 2)
+    assert str(file) in line
+
+
 def test_pickle_refused_unless_trusted_then_converted(tmp_path, iris_onnx) -> None:
     import joblib
 
@@ -123,9 +193,162 @@ def test_pickle_refused_unless_trusted_then_converted(tmp_path, iris_onnx) -> No
 
 
 def test_demo_once(tmp_path) -> None:
-    result = slipway(tmp_path / "home", "demo", "--once", "--port", "0", timeout=300)
+    env = {"COLUMNS": "60"}  # a narrow terminal: commands to copy must stay on one line
+    result = slipway(tmp_path / "home", "demo", "--once", "--port", "0", timeout=300, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    lines = out.splitlines()
+    assert any(re.search(r"export SLIPWAY_TOKEN=slw_[\w-]{43}$", line) for line in lines), out
+    [predict] = [line for line in lines if "slipway predict breast-cancer" in line]
+    assert re.search(r"\]\]' --url http://127\.0\.0\.1:\d+$", predict), predict  # port 0
     assert "registered breast-cancer@1" in out and "registered breast-cancer@2" in out
     assert "/v2/models/breast-cancer/infer" in out and '"predictions"' in out
     assert '"model_version": "1"' in out
+
+
+def test_predict_exit_codes_follow_the_servers_answer(tmp_path, iris_onnx) -> None:
+    """A server's 404 is 'not found' (3), its 400 'invalid input' (2), a token it refuses 8,
+    and a server that is down 1: the same codes the command would give working locally."""
+    from slipway.local import Registry
+    from slipway.registry.records import InferencePolicy
+    from slipway.server import BackgroundServer
+    from slipway.settings import Settings
+
+    path, x = iris_onnx
+    home = tmp_path / "home"
+    settings = Settings.from_env({"SLIPWAY_HOME": str(home)}, port=0)
+    with Registry(settings) as registry:
+        registry.register_onnx("iris", path)
+        registry.store.create_deployment("iris-prod", "iris", 1)
+        registry.store.create_deployment("iris-closed", "iris", 1)
+        closed = InferencePolicy(anonymous=False)
+        registry.store.update_deployment("iris-closed", inference=closed)
+    row = json.dumps([x[0].tolist()])
+    with BackgroundServer(settings) as server:
+        url = ["--url", server.url]
+        assert slipway(home, "predict", "iris-prod", row, *url).returncode == 0
+        line = assert_one_line_error(slipway(home, "predict", "ghost", row, *url), 3)
+        assert "deployment 'ghost' not found" in line
+        assert_one_line_error(slipway(home, "predict", "iris-prod", "[[1.0, 2.0]]", *url), 2)
+        assert_one_line_error(slipway(home, "predict", "iris-closed", row, *url), 8)
+    down = assert_one_line_error(slipway(home, "predict", "iris-prod", row, *url), 1)
+    assert "cannot reach Slipway" in down
+
+
+def test_deploy_changes_nothing_when_its_batching_is_refused(tmp_path, iris_onnx) -> None:
+    from slipway.local import Registry
+    from slipway.settings import Settings
+
+    path, _ = iris_onnx
+    home = tmp_path / "home"
+    settings = Settings.from_env({"SLIPWAY_HOME": str(home)})
+    with Registry(settings) as registry:
+        registry.register_onnx("iris", path)
+        registry.register_onnx("iris", path)
+        registry.store.create_deployment("iris-prod", "iris", 1)
+
+    def deployed() -> tuple[int, int, float]:
+        with Registry(settings) as registry:
+            d = registry.store.get_deployment("iris-prod")
+        return d.version, d.batching.max_batch_size, d.batching.max_batch_delay_ms
+
+    for size in ("-5", "0", "100000"):  # 100000: more than the queue holds
+        refused = slipway(home, "deploy", "iris-prod", "iris@2", "--max-batch-size", size)
+        assert_one_line_error(refused, 2)
+        assert deployed() == (1, 32, 2.0), size
+    assert slipway(home, "deploy", "iris-prod", "iris@1", "--max-batch-size", "8").returncode == 0
+    # One flag changes its own setting and keeps the other.
+    moved = slipway(home, "deploy", "iris-prod", "iris@2", "--max-batch-delay-ms", "5")
+    assert moved.returncode == 0, moved.stderr
+    assert deployed() == (2, 8, 5.0)
+    created = slipway(home, "deploy", "iris-new", "iris@1", "--max-batch-size", "0")
+    assert_one_line_error(created, 2)
+
+
+def test_a_failed_register_leaves_no_version_and_no_artifact(tmp_path, iris_onnx) -> None:
+    path, x = iris_onnx
+    home = tmp_path / "home"
+    not_onnx = tmp_path / "notes.onnx"
+    not_onnx.write_text("these are notes, not a model\n")
+    narrow = tmp_path / "narrow.npy"
+    np.save(narrow, x[:, :2])  # two columns; the model takes four
+
+    def stored() -> list[Path]:
+        store = home / "artifacts" / "sha256"
+        return sorted(p for p in store.rglob("*") if p.is_file()) if store.exists() else []
+
+    refused = slipway(home, "models", "register", "iris", str(not_onnx))
+    line = assert_one_line_error(refused, 2)
+    assert "notes.onnx is not a valid ONNX model" in line
+    refused = slipway(home, "models", "register", "iris", str(path), "--reference", str(narrow))
+    assert_one_line_error(refused, 2)
+    assert stored() == []
+    assert_one_line_error(slipway(home, "models", "show", "iris"), 3)
+    assert "registered iris@1" in slipway(home, "models", "register", "iris", str(path)).stdout
+    assert len(stored()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragment"),
+    [
+        pytest.param(["serve", "--port", "99999"], {}, "port 99999", id="serve-port"),
+        pytest.param(["demo", "--once", "--port", "70000"], {}, "port 70000", id="demo-port"),
+        pytest.param(["serve", "--log-level", "loud"], {}, "--log-level", id="log-level"),
+        pytest.param(["serve", "--workers", "0"], {}, "--workers", id="workers"),
+        pytest.param(["models", "list"], {"SLIPWAY_PORT": "abc"}, "SLIPWAY_PORT", id="env-int"),
+        pytest.param(
+            ["models", "list"], {"SLIPWAY_MAX_BATCH_DELAY_MS": "soon"}, "soon", id="env-float"
+        ),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_starts(tmp_path, args, env, fragment) -> None:
+    result = slipway(tmp_path / "home", *args, env=env, timeout=60)
+    assert fragment in assert_one_line_error(result, 2)
+
+
+@pytest.mark.parametrize("command", ["package", "rollback", "readiness", "validate", "deploy"])
+def test_single_commands_show_their_own_usage(command) -> None:
+    """A command that takes no sub-command says so in its usage line."""
+    from typer.testing import CliRunner
+
+    from slipway.cli import app
+
+    shown = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    usage = next(line for line in shown.output.splitlines() if "Usage:" in line)
+    assert f"slipway {command} [OPTIONS]" in usage and "COMMAND" not in usage, usage
+
+
+@pytest.mark.parametrize(
+    ("args", "choices"),
+    [
+        pytest.param(["approvals", "list", "--status", "open"], "pending, approved", id="status"),
+        pytest.param(["audit", "query", "--kind", "controls"], "control, prediction", id="kind"),
+        pytest.param(["audit", "export", "{out}", "--kind", "x"], "control, prediction", id="exp"),
+        pytest.param(
+            ["alerts", "add", "r", "--kind", "latency", "--threshold", "1"],
+            "latency_p50, latency_p95",
+            id="alert-kind",
+        ),
+    ],
+)
+def test_a_filter_value_that_matches_nothing_is_refused_with_the_choices(
+    tmp_path, args, choices
+) -> None:
+    """A typo in a filter is an error naming the values it takes, not an empty listing."""
+    out = tmp_path / "audit.jsonl"
+    result = slipway(tmp_path / "home", *[a.format(out=out) for a in args])
+    assert choices in assert_one_line_error(result, 2)
+    assert not out.exists()
+
+
+def test_register_takes_a_training_data_sha256_as_sha256sum_prints_it(tmp_path, iris_onnx) -> None:
+    path, _ = iris_onnx
+    home = tmp_path / "home"
+    bad = slipway(home, "models", "register", "iris", str(path), "--training-data-sha256", "abc")
+    assert "--training-data-sha256" in assert_one_line_error(bad, 2)
+    digest = "AB" * 32  # upper case, or with a sha256: prefix, is the same hash
+    done = slipway(home, "models", "register", "iris", str(path), "--training-data-sha256", digest)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(slipway(home, "models", "show", "iris@1", "--json").stdout)
+    assert shown["meta"]["training_data_sha256"] == "ab" * 32

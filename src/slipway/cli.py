@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import string
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from slipway import errors
@@ -19,7 +21,14 @@ from slipway.commands import packaging as packaging_commands
 from slipway.commands import readiness as readiness_commands
 from slipway.commands import rollout as rollout_commands
 from slipway.commands import validation as validation_commands
-from slipway.commands.common import console, deployer, err_console, key_values
+from slipway.commands.common import (
+    console,
+    deployer,
+    err_console,
+    key_values,
+    read_input,
+    read_rows,
+)
 from slipway.commands.common import open_registry as _registry
 from slipway.commands.common import progress as _progress
 from slipway.commands.common import settings as _settings
@@ -33,12 +42,14 @@ app = typer.Typer(
 models_app = typer.Typer(
     help="Register and inspect models and their versions.", no_args_is_help=True
 )
-deployments_app = typer.Typer(help="Inspect deployments.", no_args_is_help=True)
+deployments_app = typer.Typer(
+    help="List deployments; show or change their policy.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(rollout_commands.app, name="rollout")
-app.add_typer(packaging_commands.app, name="package")
-app.add_typer(rollout_commands.rollback_app, name="rollback")
+app.add_typer(packaging_commands.app)  # package
+app.add_typer(rollout_commands.rollback_app)  # rollback
 app.add_typer(rollout_commands.experiment_app, name="experiment")
 app.add_typer(monitoring_commands.app, name="monitor")
 app.add_typer(monitoring_commands.alerts_app, name="alerts")
@@ -48,7 +59,7 @@ app.add_typer(governance_commands.tokens_app, name="tokens")
 app.add_typer(governance_commands.approvals_app, name="approvals")
 app.add_typer(governance_commands.audit_app, name="audit")
 app.add_typer(validation_commands.app)  # validate, loadtest
-app.add_typer(readiness_commands.app, name="readiness")
+app.add_typer(readiness_commands.app)  # readiness
 deployments_app.command("policy")(governance_commands.deployment_policy)
 
 
@@ -70,7 +81,16 @@ EXIT_CODES: list[tuple[type[errors.SlipwayError], int]] = [
 ]
 
 
+# A server's answer to a command that called it (predict, monitor report), by HTTP status:
+# the exit code the same error would have had locally (serving/errors.py maps them to statuses).
+HTTP_EXIT_CODES: dict[int, int] = {400: 2, 401: 8, 403: 8, 404: 3, 413: 2, 415: 2, 422: 7}
+
+
 def exit_code_for(exc: errors.SlipwayError) -> int:
+    from slipway.client import ApiError
+
+    if isinstance(exc, ApiError):
+        return HTTP_EXIT_CODES.get(exc.status, 1)
     for kind, code in EXIT_CODES:
         if isinstance(exc, kind):
             return code
@@ -82,6 +102,7 @@ def init() -> None:
     """Create the Slipway home (registry, artifact store) and the first admin; print its token."""
     settings = _settings()
     with _registry() as registry:
+        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)  # else made on first write
         console.print(f"Slipway home ready at [bold]{settings.home}[/]")
         console.print(f"registry: {settings.database_url}")
         governance_commands.print_first_admin(registry.store)
@@ -144,6 +165,13 @@ def models_register(
             metrics[key] = float(value)
         except ValueError:
             raise errors.InvalidInput(f"--metric {key} must be a number, got {value!r}") from None
+    if training_data_sha256 is not None:  # as sha256sum prints it, or with a sha256: prefix
+        training_data_sha256 = training_data_sha256.strip().lower().removeprefix("sha256:")
+        if len(training_data_sha256) != 64 or set(training_data_sha256) - set(string.hexdigits):
+            raise errors.InvalidInput(
+                "--training-data-sha256 must be the 64 hex characters of a sha256 (sha256sum"
+                " prints them)"
+            )
     meta = VersionMeta(
         description=description,
         training_data=training_data,
@@ -155,7 +183,7 @@ def models_register(
     rows = None
     feature_names = None
     if reference is not None:
-        rows, feature_names = _read_rows(reference)
+        rows, feature_names = read_rows(reference, "--reference")
     from slipway.runtimes.trust import is_pickle_file
 
     if is_pickle_file(path):
@@ -222,20 +250,6 @@ def _register_pickle(
     finally:
         registry.close()
     return record
-
-
-def _read_rows(path: Path) -> tuple[Any, list[str] | None]:
-    import numpy as np
-
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False), None
-    with path.open() as f:
-        first = f.readline().strip().split(",")
-    try:
-        [float(v) for v in first]
-        return np.loadtxt(path, delimiter=",", ndmin=2), None
-    except ValueError:
-        return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2), first
 
 
 @models_app.command("list")
@@ -332,37 +346,48 @@ def deploy(
     ] = None,
 ) -> None:
     """Create DEPLOYMENT serving MODEL@VERSION, or point it at that version."""
+    import msgspec
+
     from slipway.registry.names import parse_ref
     from slipway.registry.records import BatchingConfig
 
     settings = _settings()
     model, number = parse_ref(ref)
+    # Only the flags given change; the rest is the deployment's own, or the defaults.
+    given: dict[str, Any] = {}
+    if max_batch_size is not None:
+        given["max_batch_size"] = max_batch_size
+    if max_batch_delay_ms is not None:
+        given["max_batch_delay_ms"] = max_batch_delay_ms
     registry = _registry()
     try:
         actor = deployer(registry.store)
         version = registry.store.get_version(model, number)
         existing = {d.name: d for d in registry.store.list_deployments()}
-        batching = BatchingConfig(
-            max_batch_size=max_batch_size or settings.max_batch_size,
-            max_batch_delay_ms=(
-                settings.max_batch_delay_ms if max_batch_delay_ms is None else max_batch_delay_ms
-            ),
-            max_queue_rows=settings.max_queue_rows,
-        )
         if deployment in existing:
-            if existing[deployment].model != model:
+            current = existing[deployment]
+            if current.model != model:
                 raise errors.InvalidInput(
-                    f"deployment {deployment!r} serves model {existing[deployment].model!r},"
-                    f" not {model!r}"
+                    f"deployment {deployment!r} serves model {current.model!r}, not {model!r}"
                 )
-            record = registry.store.set_deployment_version(deployment, version.number, actor=actor)
-            if max_batch_size is not None or max_batch_delay_ms is not None:
-                record = registry.store.update_deployment(
-                    deployment, batching=batching, actor=actor
-                )
+            record = registry.store.set_deployment_version(
+                deployment,
+                version.number,
+                batching=msgspec.structs.replace(current.batching, **given) if given else None,
+                actor=actor,
+            )
         else:
+            defaults = BatchingConfig(
+                max_batch_size=settings.max_batch_size,
+                max_batch_delay_ms=settings.max_batch_delay_ms,
+                max_queue_rows=settings.max_queue_rows,
+            )
             record = registry.store.create_deployment(
-                deployment, model, version.number, batching=batching, actor=actor
+                deployment,
+                model,
+                version.number,
+                batching=msgspec.structs.replace(defaults, **given),
+                actor=actor,
             )
     finally:
         registry.close()
@@ -397,7 +422,9 @@ def deployments_list() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000)")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    log_level: Annotated[
+        str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug, trace")
+    ] = "info",
     bundle: Annotated[
         Path | None,
         typer.Option(help="Serve a bundle from `slipway package` (runs its handler code)"),
@@ -408,9 +435,15 @@ def serve(
     ] = None,
 ) -> None:
     """Serve every deployment: V2 inference, /predict, /metrics and the management API."""
+    from uvicorn.config import LOG_LEVELS
+
     from slipway.server import run
 
     settings = _settings(host=host, port=port, workers=workers)
+    if log_level.lower() not in LOG_LEVELS:
+        raise errors.InvalidInput(
+            f"--log-level {log_level!r} is not a log level: use one of {', '.join(LOG_LEVELS)}"
+        )
     if bundle is not None:
         if settings.workers != 1:
             raise errors.InvalidInput("--bundle serves in one process; leave out --workers")
@@ -433,11 +466,14 @@ def predict(
     """Send rows to a running server's /predict endpoint and print the answer."""
     from slipway.client import Client
 
-    text = Path(instances[1:]).read_text() if instances.startswith("@") else instances
+    text: str | bytes = instances
+    if instances.startswith("@"):
+        text = read_input(Path(instances[1:]), "the rows file")
     try:
         rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise errors.InvalidInput(f"instances are not valid JSON: {exc}") from exc
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for binary files
+        where = f" in {instances[1:]}" if instances.startswith("@") else ""
+        raise errors.InvalidInput(f"the rows{where} are not valid JSON: {exc}") from None
     if isinstance(rows, dict) and "instances" in rows:
         rows = rows["instances"]
     with Client(url, token=os.environ.get("SLIPWAY_TOKEN")) as client:
@@ -458,13 +494,44 @@ def demo(
     run_demo(_settings(port=port), once=once, console=console)
 
 
+def environment_failure(exc: BaseException) -> str | None:
+    """The one-line reason for a failure of the machine rather than of Slipway: a file or
+    directory that cannot be read or written, a registry database that cannot be reached or
+    written. None for anything else (a bug, which keeps its traceback)."""
+    if isinstance(exc, OSError):
+        if exc.filename is None:
+            return f"{exc.strerror or exc}"
+        return f"{exc.strerror or exc}: {exc.filename}; check the path and its permissions"
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            return (
+                f"the registry database cannot be used: {reason}; check SLIPWAY_DATABASE_URL"
+                " (or SLIPWAY_HOME), that the database is reachable, and that you may write it"
+            )
+    return None
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    # soft_wrap: one line whatever the terminal's width, so scripts can read it.
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Console entry point: run the CLI, turning Slipway errors into a one-line reason."""
+    """Console entry point: run the CLI, turning Slipway errors (and files or databases that
+    cannot be used) into a one-line reason and an exit code."""
     try:
         app()
     except errors.SlipwayError as exc:
-        err_console.print(f"[red]error:[/] {exc.message}", highlight=False)
-        sys.exit(exit_code_for(exc))
+        _fail(exc.message, exit_code_for(exc))
+    except Exception as exc:
+        reason = environment_failure(exc)
+        if reason is None:
+            raise
+        _fail(reason, 1)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from slipway.settings import Settings
 
 MODEL = "breast-cancer"
 DEPLOYMENT = "breast-cancer"
+PREDICT_URL = "http://127.0.0.1:8000"  # where `slipway predict` looks without --url
 
 
 def _train() -> tuple[list[tuple[str, Any, dict[str, float]]], np.ndarray, np.ndarray, list[str]]:
@@ -108,7 +109,9 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> None:
             deployment = registry.store.create_deployment(DEPLOYMENT, MODEL, first)
         console.print(f"deployed [bold]{DEPLOYMENT}[/] → {MODEL}@{deployment.version}")
         token, holder = _token(registry)
-        console.print(f"token for [bold]{holder}[/] (the management API needs one): {token}")
+        console.print(
+            f"token for [bold]{holder}[/] (the management API needs one): {token}", soft_wrap=True
+        )
 
     server = BackgroundServer(settings, log_level="warning")
     with console.status(f"starting the server on {server.url}…"):
@@ -148,21 +151,30 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> None:
             console.print(f"GET /api/deployments/{DEPLOYMENT} with the token →")
             console.print_json(json.dumps(shown.json()))
         console.rule("[bold]Try it")
-        console.print(f"  server metadata   {server.url}/v2")
-        console.print(f"  model metadata    {server.url}/v2/models/{DEPLOYMENT}")
-        console.print(f"  infer (V2)        POST {server.url}/v2/models/{DEPLOYMENT}/infer")
-        console.print(f"  predict (JSON)    POST {server.url}/predict/{DEPLOYMENT}")
-        console.print(f"  metrics           {server.url}/metrics")
-        console.print(f"  management API    {server.url}/api/openapi.json")
-        console.print(f"  dashboard         {server.url}/ui  (sign in with the token below)")
-        console.print(f"  token             export SLIPWAY_TOKEN={token}")
-        console.print(
-            f'  curl              curl -H "Authorization: Bearer $SLIPWAY_TOKEN"'
-            f" {server.url}/api/deployments"
-        )
-        example = json.dumps([rows[0].tolist()])
-        console.print(f"  CLI               slipway predict {DEPLOYMENT} '{example}'")
+        # One line each whatever the terminal's width, so that each can be copied whole.
+        example = json.dumps([[float(f"{v:.6g}") for v in rows[0]]])  # not float32 noise
+        url = "" if server.url == PREDICT_URL else f" --url {server.url}"
+        for label, text in [
+            ("server metadata", f"{server.url}/v2"),
+            ("model metadata", f"{server.url}/v2/models/{DEPLOYMENT}"),
+            ("infer (V2)", f"POST {server.url}/v2/models/{DEPLOYMENT}/infer"),
+            ("predict (JSON)", f"POST {server.url}/predict/{DEPLOYMENT}"),
+            ("metrics", f"{server.url}/metrics"),
+            ("management API", f"{server.url}/api/openapi.json"),
+            ("dashboard", f"{server.url}/ui  (sign in with the token below)"),
+            ("token", f"export SLIPWAY_TOKEN={token}"),
+            (
+                "curl",
+                f'curl -H "Authorization: Bearer $SLIPWAY_TOKEN" {server.url}/api/deployments',
+            ),
+            ("CLI", f"slipway predict {DEPLOYMENT} '{example}'{url}"),
+        ]:
+            console.print(f"  {label:<17} {text}", soft_wrap=True, highlight=False, markup=False)
         if once:
+            console.print(
+                "the tour is done and its server stops now: `slipway serve` serves these"
+                " deployments again, or run the demo without --once to keep it serving"
+            )
             return
         console.print("serving until Ctrl-C…")
         try:

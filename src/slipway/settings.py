@@ -6,7 +6,10 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
+from slipway.errors import InvalidInput
+
 _PARSERS = {"int": int, "float": float, "str": str}
+_KINDS = {"int": "a whole number", "float": "a number", "str": "text"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +111,15 @@ class Settings:
             key = "SLIPWAY_" + field.name.upper()
             if field.name in values or key not in env:
                 continue
-            values[field.name] = _PARSERS[str(field.type)](env[key])
+            kind = str(field.type)
+            try:
+                values[field.name] = _PARSERS[kind](env[key])
+            except ValueError:
+                raise InvalidInput(
+                    f"{key}={env[key]!r} is not a valid setting: it takes {_KINDS[kind]}"
+                ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
+        port = values.get("port", cls.port)
+        if isinstance(port, int) and not 0 <= port <= 65535:
+            raise InvalidInput(f"port {port} is out of range: use 0-65535 (0: any free port)")
         return cls(**values)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from slipway.errors import SlipwayError
+from slipway.errors import InvalidInput, SlipwayError
 from slipway.settings import Settings
 
 MAX_WORKERS = 64
@@ -69,7 +69,7 @@ class Supervisor:
     def __init__(self, settings: Settings, *, log_level: str = "info") -> None:
         workers = settings.workers
         if not 1 <= workers <= MAX_WORKERS:
-            raise SlipwayError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
+            raise InvalidInput(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
         if settings.grpc_port == 0:
             raise SlipwayError(
                 "--workers needs a fixed SLIPWAY_GRPC_PORT (0 would give each worker its own)"

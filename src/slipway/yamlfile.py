@@ -19,7 +19,7 @@ def parse_yaml(text: str, kind: type[T], *, source: str, shape: str) -> T:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InvalidInput(f"{source} is not valid YAML: {exc}") from None
+        raise InvalidInput(f"{source} is not valid YAML{_where(exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -28,6 +28,17 @@ def parse_yaml(text: str, kind: type[T], *, source: str, shape: str) -> T:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"{source}: {exc}") from None
+
+
+def _where(exc: yaml.YAMLError) -> str:
+    """Where and why, on one line: PyYAML's own message spans several, with a caret drawing."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return f": {' '.join(str(exc).split())}"
+    mark = exc.problem_mark or exc.context_mark
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = " ".join((exc.problem or "").split())
+    context = f" ({' '.join(exc.context.split())})" if exc.context else ""
+    return f"{at}: {problem}{context}"
 
 
 def read_text(path: Path, what: str) -> str:

@@ -118,6 +118,9 @@ def test_the_workflow_from_the_cli(
     assert "dora" in users and "service" in users
     denied = cli("users", "list", token=ci)
     assert denied.returncode == 8 and "needs role admin" in denied.stderr
+    exported = tmp_path / "audit.jsonl"
+    denied = cli("audit", "export", str(exported), token=ci)
+    assert denied.returncode == 8 and not exported.exists()  # refused before the file is made
 
     for _ in range(2):
         cli.ok("models", "register", "iris", str(model_file), "--metric", "accuracy=0.97")

@@ -117,3 +117,14 @@ def test_loading_a_handler_that_cannot_import(tmp_path: Path) -> None:
     path.write_text("preprocess = 3\n")
     with pytest.raises(PackagingFailed, match="preprocess must be a function"):
         load_hooks(path)
+
+
+def test_a_handler_named_by_a_relative_path_runs_its_tests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`slipway package --handler hooks/handler.py`, as docs/packaging.md writes it."""
+    from slipway.packaging.hooks import run_handler_tests
+
+    write_handler(tmp_path / "hooks")
+    monkeypatch.chdir(tmp_path)
+    assert "passed" in run_handler_tests(Path("hooks"))

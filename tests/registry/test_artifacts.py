@@ -160,3 +160,29 @@ def test_resolve_refuses_symlink_out_of_store(artifacts: ArtifactStore, tmp_path
     (artifacts.root / "link").symlink_to(outside)
     with pytest.raises(UnsafePath):
         artifacts.resolve("link/secret")
+
+
+def test_a_check_that_fails_stores_nothing(artifacts: ArtifactStore, tmp_path: Path) -> None:
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"not a model")
+    seen = []
+
+    def refuse(path: Path) -> None:
+        seen.append((path.name, path.read_bytes()))
+        raise ValueError("not a model")
+
+    with pytest.raises(ValueError):
+        artifacts.put_file(src, check=refuse)
+    # The check saw the complete copy under the file's own name (its errors name the file).
+    assert seen == [("model.onnx", b"not a model")]
+    assert not artifacts.exists(hashlib.sha256(b"not a model").hexdigest())
+    assert _leftovers(artifacts) == []
+    with pytest.raises(ValueError):
+        artifacts.put_bytes(b"not a model either", check=refuse)
+    assert not (artifacts.root / "sha256").exists() or not any(
+        (artifacts.root / "sha256").rglob("*")
+    )
+    assert _leftovers(artifacts) == []
+    digest, _ = artifacts.put_file(src, check=lambda path: None)
+    assert artifacts.verified_path(digest).read_bytes() == b"not a model"
+    assert _leftovers(artifacts) == []

@@ -309,3 +309,10 @@ def test_in_memory_sqlite_works() -> None:
     with SqlStore("sqlite://") as store:
         _register(store)
         assert store.get_version("churn").number == 1
+
+
+@pytest.mark.parametrize("sha", ["nothex", "cd" * 31, "CD" * 32, "sha256:" + "cd" * 32])
+def test_a_training_data_hash_that_is_not_a_sha256_is_refused(store: SqlStore, sha: str) -> None:
+    with pytest.raises(InvalidInput, match="training data sha256"):
+        _register(store, meta=VersionMeta(training_data_sha256=sha))
+    assert store.list_models() == []

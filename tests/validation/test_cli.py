@@ -8,7 +8,7 @@ from pathlib import Path
 from slipway.local import Registry
 from slipway.validation.reports import latest_report
 
-from ..test_cli import slipway
+from ..test_cli import assert_one_line_error, slipway
 
 POLICY = """name: ci
 against: cancer-prod
@@ -70,3 +70,16 @@ def test_a_parquet_holdout_reads_like_its_csv_and_validates(
     broken.write_bytes(b"PAR1 not really")
     refused = slipway(home, "validate", "cancer@3", "--data", str(broken))
     assert refused.returncode == 2 and "Parquet" in refused.stderr
+
+
+def test_a_load_test_where_every_request_fails_exits_non_zero(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v2/health/live"
+    done = slipway(tmp_path / "home", "loadtest", url, "--rate", "10", "--duration", "0.5")
+    line = assert_one_line_error(done, 1)
+    assert "none of the 5 requests succeeded" in line and url in line
+    assert "p99 ms" in done.stdout  # the measurements are still shown

@@ -196,3 +196,19 @@ def test_a_model_with_several_inputs_is_validated_over_v2(registry, tmp_path, se
         serve=serve,
     ).run()
     assert not refused.passed
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        pytest.param("canary: [\n", "line 2, column 1", id="unclosed-list"),
+        pytest.param("quality:\n  accuracy: {min: 0.9\nintegration: {}\n", "line 3", id="brace"),
+        pytest.param("name: a\n\tlabel: b\n", "line 2", id="tab"),
+    ],
+)
+def test_a_policy_that_is_not_yaml_is_refused_in_one_line_naming_where(text, where) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        parse_policy(text, source="promotion.yaml")
+    message = refused.value.message
+    assert message.startswith("promotion.yaml is not valid YAML")
+    assert where in message and "\n" not in message, message

@@ -9,7 +9,9 @@ can change anything in it anyway.
 from __future__ import annotations
 
 import getpass
+import json
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -19,6 +21,8 @@ from slipway import errors
 from slipway.settings import Settings
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from slipway.governance.roles import Principal, Role
     from slipway.local import Registry
     from slipway.registry.store import SqlStore
@@ -59,6 +63,53 @@ def key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
             raise errors.InvalidInput(f"{what} must look like key=value, got {pair!r}")
         result[key] = value
     return result
+
+
+def read_input(path: Path, what: str) -> bytes:
+    """The bytes of a file the user named for ``what`` (e.g. ``"--body"``); InvalidInput (exit
+    code 2) naming the file when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise errors.InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The JSON document in a file the user named; InvalidInput when it is missing or not JSON."""
+    try:
+        return json.loads(read_input(path, what))
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for binary files
+        raise errors.InvalidInput(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+def read_rows(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
+    """Rows of numbers from a ``.npy`` file or a CSV file whose first line may be a header, and
+    the header's column names (None without one). InvalidInput naming the file when it cannot
+    be read as rows."""
+    import numpy as np
+
+    path = Path(path)
+    read_input(path, what)  # a missing or unreadable file says so, before any parsing
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False), None
+        with path.open(encoding="utf-8") as f:
+            first = f.readline().strip().split(",")
+        try:
+            [float(v) for v in first]
+        except ValueError:
+            rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+            names: list[str] | None = first
+        else:
+            rows, names = np.loadtxt(path, delimiter=",", ndmin=2), None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.InvalidInput(
+            f"cannot read rows from {what} {path}: {exc}; give a .npy array or a CSV file of"
+            " numbers (a header row allowed)"
+        ) from None
+    if rows.size == 0:
+        raise errors.InvalidInput(f"{what} {path} holds no rows")
+    return rows, names
 
 
 def caller(store: SqlStore, role: Role, *, named: bool = False) -> Principal:

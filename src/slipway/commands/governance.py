@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from slipway import errors
-from slipway.commands.common import caller, console, open_registry
+from slipway.commands.common import caller, console, open_registry, read_input, read_json
 from slipway.governance import approvals, audit, identities
 from slipway.governance.evidence import ApprovalPolicy
 from slipway.governance.roles import Role
@@ -260,10 +260,17 @@ def deployment_policy(
 
 @approvals_app.command("list")
 def approvals_list(
-    status: Annotated[str | None, typer.Option(help="pending, approved, promoted, ...")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="pending, approved, promoted, rejected, stale or cancelled"),
+    ] = None,
     deployment: Annotated[str | None, typer.Option(help="Only this deployment")] = None,
 ) -> None:
     """List promotion requests, newest first."""
+    if status is not None and status not in approvals.STATUSES:
+        raise errors.InvalidInput(
+            f"unknown status {status!r}; use one of {', '.join(approvals.STATUSES)}"
+        )
     with open_registry() as registry:
         caller(registry.store, Role.VIEWER)
         found = approvals.list_requests(registry.store, status=status, deployment=deployment)
@@ -425,7 +432,7 @@ def approvals_report(
     model, number = parse_ref(ref)
     if number is None:
         raise errors.InvalidInput("name the version: MODEL@VERSION")
-    figures = {} if summary is None else json.loads(summary.read_text())
+    figures = {} if summary is None else read_json(summary, "the summary file")
     if not isinstance(figures, dict):
         raise errors.InvalidInput("the summary file must hold a JSON object")
     with open_registry() as registry:
@@ -447,13 +454,22 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Verify the whole chain; name the first broken record (exit code 10)."""
-    marks = [msgspec.json.decode(p.read_bytes(), type=audit.Checkpoint) for p in checkpoint or []]
+    marks = [_checkpoint(path) for path in checkpoint or []]
     with open_registry() as registry:
         caller(registry.store, Role.ADMIN)
         result = audit.verify(registry.store, checkpoints=marks)
     result.raise_if_broken()
     span = f"records {result.first_seq}-{result.last_seq}" if result.records else "no records"
     console.print(f"audit log verified: {result.records} {span}, head sha256:{result.head_hash}")
+
+
+def _checkpoint(path: Path) -> audit.Checkpoint:
+    try:
+        return msgspec.json.decode(read_input(path, "the checkpoint"), type=audit.Checkpoint)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise errors.InvalidInput(
+            f"the checkpoint {path} is not one from `slipway audit checkpoint`: {exc}"
+        ) from None
 
 
 @audit_app.command("checkpoint")
@@ -470,6 +486,9 @@ def audit_checkpoint(
     console.print_json(encoded.decode())
 
 
+AUDIT_KINDS = ("control", "prediction")
+
+
 def _filters(
     request_id: str | None,
     deployment: str | None,
@@ -478,6 +497,8 @@ def _filters(
     key: str | None,
     kind: str | None,
 ) -> dict[str, Any]:
+    if kind is not None and kind not in AUDIT_KINDS:
+        raise errors.InvalidInput(f"unknown --kind {kind!r}; use one of {', '.join(AUDIT_KINDS)}")
     pair = None
     if key is not None:
         field, sep, value = key.partition("=")
@@ -544,11 +565,12 @@ def audit_export(
     """Export matching records (all by default) as JSON lines, hashes included."""
     filters = _filters(request_id, deployment, since, until, key, kind)
     count = 0
-    with open_registry() as registry, out.open("wb") as stream:
-        caller(registry.store, Role.ADMIN)
-        for line in audit.export_jsonl(audit.iter_records(registry.store, **filters)):
-            stream.write(line)
-            count += 1
+    with open_registry() as registry:
+        caller(registry.store, Role.ADMIN)  # a refusal creates no file
+        with out.open("wb") as stream:
+            for line in audit.export_jsonl(audit.iter_records(registry.store, **filters)):
+                stream.write(line)
+                count += 1
     console.print(f"exported {count} records to {out}")
 
 

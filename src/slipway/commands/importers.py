@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from slipway.commands.common import console, deployer, open_registry, progress
+from slipway.commands.common import console, deployer, open_registry, progress, read_rows
 from slipway.registry.records import VersionRecord
 
 app = typer.Typer(
@@ -23,16 +23,8 @@ def _rows(path: Path | None) -> Any:
         return None
     import numpy as np
 
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    with path.open() as file:
-        first = file.readline().strip().split(",")
-    try:
-        [float(v) for v in first]
-        skip = 0
-    except ValueError:
-        skip = 1
-    return np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float32)
+    rows, _ = read_rows(path, "--sample")
+    return np.asarray(rows, dtype=np.float32)
 
 
 def _show(versions: list[VersionRecord]) -> None:

@@ -154,8 +154,10 @@ def add(
     """Add an alert rule (servers pick it up at their next evaluation)."""
     from slipway import errors
     from slipway.monitoring.alert_store import AlertStore
-    from slipway.monitoring.alerts import AlertRule
+    from slipway.monitoring.alerts import KINDS, AlertRule
 
+    if kind not in KINDS:
+        raise errors.InvalidInput(f"unknown --kind {kind!r}; use one of {', '.join(KINDS)}")
     try:
         rule = msgspec.convert(
             {

@@ -11,14 +11,10 @@ from slipway import errors
 from slipway.commands.common import console, deployer, err_console, open_registry, progress
 from slipway.settings import Settings
 
-app = typer.Typer(
-    help="Write a self-contained bundle of a model version.",
-    # One command, not a group: options may follow MODEL@VERSION.
-    context_settings={"allow_interspersed_args": True},
-)
+app = typer.Typer()  # `slipway package`: one command, mounted without a group of its own
 
 
-@app.callback(invoke_without_command=True)
+@app.command("package", short_help="Write a self-contained bundle of a model version.")
 def package(
     ref: Annotated[str, typer.Argument(help="MODEL@VERSION (or MODEL for its latest version)")],
     out: Annotated[
@@ -48,8 +44,8 @@ def package(
     memory: Annotated[str, typer.Option(help="Memory request per replica")] = "512Mi",
     memory_limit: Annotated[str, typer.Option(help="Memory limit per replica")] = "2Gi",
 ) -> None:
-    """Write a bundle: artifact, manifest, serving lock, slipway wheel, Dockerfile, Kubernetes
-    manifests, README (and the handler when given)."""
+    """Write a self-contained bundle of a model version: artifact, manifest, serving lock,
+    slipway wheel, Dockerfile, Kubernetes manifests, README (and the handler when given)."""
     from slipway.packaging.bundle import BundleOptions, write_bundle
     from slipway.registry.names import parse_ref
 

@@ -15,16 +15,14 @@ from slipway.commands.common import console, open_registry
 if TYPE_CHECKING:
     from slipway.readiness.report import ReadinessReport
 
-app = typer.Typer(
-    help="The production readiness checklist of a version or a deployment.",
-    # One command, not a group: options may follow the target.
-    context_settings={"allow_interspersed_args": True},
-)
+app = typer.Typer()  # `slipway readiness`: one command, mounted without a group of its own
 
 _COLORS = {"pass": "green", "fail": "red", "not applicable": "dim"}
 
 
-@app.callback(invoke_without_command=True)
+@app.command(
+    "readiness", short_help="The production readiness checklist of a version or a deployment."
+)
 def readiness(
     target: Annotated[
         str, typer.Argument(help="MODEL@VERSION, or a DEPLOYMENT (the version it serves)")
@@ -39,9 +37,9 @@ def readiness(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Evaluate every item of the path to production from the registry's records: item,
-    status, evidence, and the command that fixes each failure. Exits with code 1 when a
-    required item fails, so it can gate a CI pipeline."""
+    """The production readiness checklist of a version or a deployment, from the registry's
+    records: item, status, evidence, and the command that fixes each failure. Exits with code
+    1 when a required item fails, so it can gate a CI pipeline."""
     import msgspec
 
     from slipway.readiness import ReadinessPolicy, evaluate_deployment, evaluate_version

@@ -19,7 +19,7 @@ from slipway.commands.common import console, deployer, open_registry
 app = typer.Typer(
     help="Progressive rollouts: canary, blue-green, A/B, shadow.", no_args_is_help=True
 )
-rollback_app = typer.Typer(help="Roll a deployment back in one step.")
+rollback_app = typer.Typer()  # `slipway rollback`: one command, mounted without a group
 experiment_app = typer.Typer(help="A/B experiment results.", no_args_is_help=True)
 
 
@@ -253,9 +253,10 @@ def abort(deployment: Annotated[str, typer.Argument(help="Deployment name")]) ->
     _act("abort", deployment)
 
 
-@rollback_app.callback(invoke_without_command=True)
+@rollback_app.command("rollback", short_help="Roll a deployment back in one step.")
 def rollback(deployment: Annotated[str, typer.Argument(help="Deployment name")]) -> None:
-    """End the active rollout, or switch back to the previous version (kept warm)."""
+    """Roll a deployment back in one step: end the active rollout, or switch back to the
+    previous version (kept warm)."""
     from slipway.rollout import actions
 
     registry = open_registry()

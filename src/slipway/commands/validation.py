@@ -14,7 +14,15 @@ import typer
 from rich.table import Table
 
 from slipway import errors
-from slipway.commands.common import console, deployer, err_console, open_registry, progress
+from slipway.commands.common import (
+    console,
+    deployer,
+    err_console,
+    open_registry,
+    progress,
+    read_input,
+    read_json,
+)
 
 # The server, scikit-learn metrics and the pipeline are imported inside the commands: every
 # `slipway` invocation imports this module, and `slipway serve --bundle` runs from a serving
@@ -100,7 +108,11 @@ def validate(
     ] = None,
     handler: Annotated[
         Path | None,
-        typer.Option(help="The bundle's handler.py with preprocess/postprocess (runs its code)"),
+        typer.Option(
+            help="The bundle's handler.py with preprocess/postprocess (runs its code)",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
     junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here")] = None,
     html: Annotated[Path | None, typer.Option(help="Also write the HTML report here")] = None,
@@ -197,10 +209,15 @@ def loadtest(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds")] = 5.0,
 ) -> None:
-    """Send requests at a fixed rate; latency counts from each request's intended send time."""
+    """Send requests at a fixed rate; latency counts from each request's intended send time.
+
+    Exits with code 1 when no request succeeded (a server that is down, a wrong route)."""
     from slipway.validation.loadgen import Request, run_load
 
-    payload = body.read_bytes() if body is not None else None
+    payload = None
+    if body is not None:
+        read_json(body, "--body")  # refused here, not by the server on every request
+        payload = read_input(body, "--body")
     with progress() as bar:
         bar.add_task(f"{rate:g} requests/s for {duration:g}s → {url}", total=None)
         result = run_load(
@@ -231,5 +248,10 @@ def loadtest(
         f"{result.throughput:.1f}",
     )
     console.print(table)
+    if result.sent and not result.ok:
+        raise errors.SlipwayError(
+            f"none of the {result.sent} requests succeeded: is the server at {url} up, and is"
+            " that the right route and --body?"
+        )
     if result.errors:
         err_console.print(f"[yellow]{result.errors} of {result.sent} requests failed[/]")

@@ -53,6 +53,7 @@ from slipway.registry.records import VersionRecord
 from slipway.registry.store import SqlStore
 
 OPEN = ("pending", "approved")
+STATUSES = ("pending", "approved", "promoted", "rejected", "stale", "cancelled")
 
 
 class PromotionDecision(msgspec.Struct, frozen=True):

@@ -122,7 +122,8 @@ def run_handler_tests(
             f"the handler in {directory} has no tests; add test_handler.py beside handler.py"
             " (its tests run at package time)"
         )
-    command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *map(str, tests)]
+    # By name: pytest runs in the handler's directory, where a relative path would not point.
+    command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(t.name for t in tests)]
     try:
         done = subprocess.run(
             command, cwd=directory, capture_output=True, text=True, timeout=timeout_s

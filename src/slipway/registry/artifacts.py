@@ -5,8 +5,10 @@ Layout under ``root``::
     sha256/ab/ab12...ef     one file per digest, never modified once in place
     tmp/                    partial writes; a crash leaves debris here, never in sha256/
 
-A write streams into ``tmp/`` while hashing, fsyncs, then renames into place and fsyncs the
-directory, so a reader sees either no file or the complete one.
+A write streams into its own directory under ``tmp/`` while hashing, fsyncs, then renames into
+place and fsyncs the directory, so a reader sees either no file or the complete one. A
+``check`` given to the write (registration loads the model) runs on that complete copy first:
+when it raises, nothing is stored.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
@@ -24,6 +27,9 @@ from slipway.errors import ArtifactCorrupt, NotFound, UnsafePath
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
+
+# Runs on the complete copy of an artifact before it is stored; raises to refuse it.
+Check = Callable[[Path], None]
 
 
 class ArtifactStore:
@@ -38,30 +44,49 @@ class ArtifactStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def put_file(self, src: Path) -> tuple[str, int]:
-        """Copy ``src`` into the store; return ``(sha256 hex digest, size in bytes)``."""
-        with open(src, "rb") as stream:
-            return self._put(stream)
+    def put_file(self, src: Path, *, check: Check | None = None) -> tuple[str, int]:
+        """Copy ``src`` into the store; return ``(sha256 hex digest, size in bytes)``.
 
-    def put_bytes(self, data: bytes) -> tuple[str, int]:
-        """Store ``data``; return ``(sha256 hex digest, size in bytes)``."""
+        ``check(path)`` runs on the complete copy, which has ``src``'s file name, before it
+        takes its place; when it raises, nothing is stored and the error propagates.
+        """
+        with open(src, "rb") as stream:
+            return self._put(stream, name=Path(src).name, check=check)
+
+    def put_bytes(
+        self, data: bytes, *, name: str = "artifact", check: Check | None = None
+    ) -> tuple[str, int]:
+        """Store ``data``; return ``(sha256 hex digest, size in bytes)``. ``check`` as for
+        :meth:`put_file`, on a copy named ``name``."""
         return self._put_chunks(
-            memoryview(data)[i : i + _CHUNK] for i in range(0, len(data), _CHUNK)
+            (memoryview(data)[i : i + _CHUNK] for i in range(0, len(data), _CHUNK)),
+            name=name,
+            check=check,
         )
 
-    def _put(self, stream: BinaryIO) -> tuple[str, int]:
-        return self._put_chunks(iter(lambda: stream.read(_CHUNK), b""))
+    def _put(self, stream: BinaryIO, *, name: str, check: Check | None) -> tuple[str, int]:
+        return self._put_chunks(iter(lambda: stream.read(_CHUNK), b""), name=name, check=check)
 
-    def _put_chunks(self, chunks: Iterator[bytes | memoryview]) -> tuple[str, int]:
+    def _put_chunks(
+        self,
+        chunks: Iterator[bytes | memoryview],
+        *,
+        name: str = "artifact",
+        check: Check | None = None,
+    ) -> tuple[str, int]:
         tmp_dir = self.root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_dir / f"{secrets.token_hex(8)}.part"
+        # A directory of its own per write (mkdir fails if it exists), so the copy can keep the
+        # source's name: what a check says about it names the user's file, not a digest.
+        work = tmp_dir / f"{secrets.token_hex(8)}.part"
+        work.mkdir(mode=0o700)
+        tmp = work / (name if name not in ("", ".", "..") and "/" not in name else "artifact")
         digest = hashlib.sha256()
         size = 0
         # O_EXCL: never write through a file (or symlink) someone else put there.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        fd = os.open(tmp, flags, 0o644)
         try:
+            fd = os.open(tmp, flags, 0o644)
             with os.fdopen(fd, "wb") as out:
                 for chunk in chunks:
                     digest.update(chunk)
@@ -69,6 +94,8 @@ class ArtifactStore:
                     size += len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
+            if check is not None:
+                check(tmp)
             hexdigest = digest.hexdigest()
             final = self.path(hexdigest)
             if final.is_file() and _hash_file(final) == hexdigest:
@@ -83,9 +110,10 @@ class ArtifactStore:
             if created:
                 _fsync_dir(final.parent.parent)
             return hexdigest, size
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        finally:
+            # The copy was moved into place, or is discarded (a failed write or check); a
+            # check may leave files of its own beside it.
+            shutil.rmtree(work, ignore_errors=True)
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 One path for every source: an ONNX file or bytes, or a scikit-learn estimator that is first
 converted to ONNX and checked against its own predictions (see ``runtimes/sklearn.py``).
-The artifact is written before the registry row, so a crash in between leaves at worst an
-unreferenced blob, never a version without its artifact.
+The artifact is loaded (signature, reference profile) from its complete copy before that copy
+takes its place in the store, so a file that is not a model, or reference rows that do not fit
+it, leave nothing behind. The artifact is written before the registry row, so a crash in
+between leaves at worst an unreferenced blob, never a version without its artifact.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import msgspec
 import numpy as np
 
 from slipway.errors import UnsupportedFormat
-from slipway.registry.artifacts import ArtifactStore
+from slipway.registry.artifacts import ArtifactStore, Check
 from slipway.registry.profile import build_profile
 from slipway.registry.records import Profile, VersionMeta, VersionRecord
-from slipway.registry.store import SqlStore
+from slipway.registry.store import SqlStore, check_meta
 from slipway.runtimes.trust import is_pickle_file
 
 
@@ -44,32 +46,36 @@ def register_onnx(
     from slipway.registry.names import check_name
 
     check_name("model", model)
+    check_meta(meta or VersionMeta())  # before anything is stored
+    if isinstance(source, Path) and is_pickle_file(source):
+        raise UnsupportedFormat(
+            f"{source.name} is a pickle file, not ONNX; register the estimator from Python"
+            " with slipway.register_sklearn(...) so it is converted to ONNX"
+        )
+    found: dict[str, Any] = {}
+
+    def inspect(path: Path) -> None:
+        # The copy about to be stored: what we validate is exactly what will be served.
+        runtime = _onnx_signature_and_runtime(path)
+        try:
+            found["signature"] = runtime.signature
+            if reference is not None:
+                found["profile"] = _profile(runtime, reference, feature_names)
+        finally:
+            runtime.unload()
+
     if isinstance(source, Path):
-        if is_pickle_file(source):
-            raise UnsupportedFormat(
-                f"{source.name} is a pickle file, not ONNX; register the estimator from Python"
-                " with slipway.register_sklearn(...) so it is converted to ONNX"
-            )
-        digest, size = artifacts.put_file(source)
+        digest, size = artifacts.put_file(source, check=inspect)
     else:
-        digest, size = artifacts.put_bytes(source)
-    # Load from the store's copy: what we validate is exactly what will be served.
-    runtime = _onnx_signature_and_runtime(artifacts.verified_path(digest))
-    try:
-        signature = runtime.signature
-        profile = None
-        if reference is not None:
-            profile = _profile(runtime, reference, feature_names)
-    finally:
-        runtime.unload()
+        digest, size = artifacts.put_bytes(source, name=f"{model}.onnx", check=inspect)
     return store.register_version(
         model,
         format="onnx",
         digest=digest,
         size=size,
-        signature=signature,
+        signature=found["signature"],
         meta=meta or VersionMeta(),
-        profile=profile,
+        profile=found.get("profile"),
         actor=actor,
     )
 
@@ -184,6 +190,7 @@ def register_model(
     from slipway.runtimes.extras import import_extra
 
     check_name("model", model)
+    check_meta(meta or VersionMeta())  # before anything is stored
     source = Path(source)
     format = format or detect_format(source)
     if format not in FORMATS:
@@ -208,19 +215,23 @@ def register_model(
             "a TorchScript file records no input shapes or dtypes; give sample rows"
             " (--reference on the command line) so Slipway can read its signature"
         )
-    digest, size = _put_model(artifacts, format, source)
-    runtime = load_runtime(format, artifacts.verified_path(digest))
-    try:
-        if format == "torchscript" and example is not None:
-            from slipway.runtimes.torchscript import describe
+    found: dict[str, Any] = {}
 
-            runtime.signature = describe(runtime, example)  # type: ignore[arg-type]
-        signature = runtime.signature
-        profile = None
-        if reference is not None and format != "gguf":
-            profile = _profile(runtime, reference, feature_names)
-    finally:
-        runtime.unload()
+    def inspect(path: Path) -> None:
+        runtime = load_runtime(format, path)
+        try:
+            if format == "torchscript" and example is not None:
+                from slipway.runtimes.torchscript import describe
+
+                runtime.signature = describe(runtime, example)  # type: ignore[arg-type]
+            found["signature"] = runtime.signature
+            if reference is not None and format != "gguf":
+                found["profile"] = _profile(runtime, reference, feature_names)
+        finally:
+            runtime.unload()
+
+    digest, size = _put_model(artifacts, format, source, check=inspect)
+    signature, profile = found["signature"], found.get("profile")
     meta = meta or VersionMeta()
     if not meta.tags.get("framework"):
         version = getattr(framework, "__version__", "unknown")
@@ -239,11 +250,13 @@ def register_model(
     )
 
 
-def _put_model(artifacts: ArtifactStore, format: str, source: Path) -> tuple[str, int]:
+def _put_model(
+    artifacts: ArtifactStore, format: str, source: Path, *, check: Check
+) -> tuple[str, int]:
     if format != "savedmodel":
         if source.is_dir():
             raise UnsupportedFormat(f"{source} is a directory; a {format} model is one file")
-        return artifacts.put_file(source)
+        return artifacts.put_file(source, check=check)
     import tempfile
 
     from slipway.runtimes.savedmodel import pack
@@ -251,4 +264,4 @@ def _put_model(artifacts: ArtifactStore, format: str, source: Path) -> tuple[str
     with tempfile.TemporaryDirectory(prefix="slipway-pack-") as tmp:
         archive = Path(tmp) / "savedmodel.tar"
         pack(source, archive)
-        return artifacts.put_file(archive)
+        return artifacts.put_file(archive, check=check)

@@ -136,6 +136,7 @@ class SqlStore:
             raise InvalidInput(f"invalid digest {digest!r}: expected 64 lowercase hex characters")
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise InvalidInput(f"invalid artifact size {size!r}")
+        check_meta(meta)
         signature_json = _to_json(signature, "signature")
         meta_json = _to_json(meta, "metadata")
         profile_json = None if profile is None else _to_json(profile, "reference profile")
@@ -288,7 +289,12 @@ class SqlStore:
             raise _deployment_exists(name) from None
 
     def set_deployment_version(
-        self, name: str, version: int, *, actor: str | None = None
+        self,
+        name: str,
+        version: int,
+        *,
+        batching: BatchingConfig | None = None,
+        actor: str | None = None,
     ) -> DeploymentRecord:
         """Point deployment ``name`` at ``version`` of its model.
 
@@ -297,9 +303,20 @@ class SqlStore:
         production deployment this is a promotion: ApprovalRequired unless an approved promotion
         request is bound to the version's digest, or it is a rollback to the previous version
         (see registry/promotions.py).
+
+        ``batching``, when given, is set in the same transaction: both changes happen, or
+        neither (an invalid batching is refused before anything changes).
         """
+        batching_json = None if batching is None else _check_batching(batching)
         with self._write() as session:
-            return self.switch_version(session, name, version, actor=actor)
+            record = self.switch_version(session, name, version, actor=actor)
+            if batching_json is None or batching == record.batching:
+                return record
+            row, model = self._lock_deployment(session, name)
+            row.batching = batching_json
+            return self._deployment_changed(
+                session, row, model, record, "deployment.updated", actor
+            )
 
     def switch_version(
         self, session: Session, name: str, version: int, *, actor: str | None = None
@@ -660,6 +677,17 @@ def _check_number(number: int) -> None:
         raise InvalidInput(f"version must be a positive integer, got {number!r}")
 
 
+def check_meta(meta: VersionMeta) -> None:
+    """Refuse metadata a version may not carry (InvalidInput); registration calls it before it
+    stores anything."""
+    sha = meta.training_data_sha256
+    if sha is not None and (len(sha) != 64 or not _HEX.issuperset(sha)):
+        raise InvalidInput(
+            f"invalid training data sha256 {sha!r}: expected 64 lowercase hex characters,"
+            " as sha256sum prints them"
+        )
+
+
 def _check_batching(batching: BatchingConfig) -> dict[str, Any]:
     if not isinstance(batching, BatchingConfig):
         raise InvalidInput(f"batching must be a BatchingConfig, got {type(batching).__name__}")
@@ -672,4 +700,4 @@ def _check_batching(batching: BatchingConfig) -> dict[str, Any]:
     return _to_json(batching, "batching")
 
 
-__all__: Sequence[str] = ["SqlStore", "utc_now"]
+__all__: Sequence[str] = ["SqlStore", "check_meta", "utc_now"]
