@@ -39,7 +39,7 @@ from slipway.registry.db import (
     make_engine,
 )
 from slipway.registry.migrations import migrate
-from slipway.registry.names import check_name
+from slipway.registry.names import check_name, check_version
 from slipway.registry.promotions import require_approval
 from slipway.registry.records import (
     BatchingConfig,
@@ -129,7 +129,7 @@ class SqlStore:
         """
         check_name("model", model)
         if number is not None:
-            _check_number(number)
+            check_version(number)
         if not isinstance(format, str) or not format or len(format) > 32:
             raise InvalidInput(f"invalid model format {format!r}: expected e.g. 'onnx'")
         if not isinstance(digest, str) or len(digest) != 64 or not _HEX.issuperset(digest):
@@ -210,7 +210,7 @@ class SqlStore:
         """
         check_name("model", model)
         if number is not None:
-            _check_number(number)
+            check_version(number)
         with self._read() as session:
             model_id = self._model_id(session, model)
             query = select(VersionRow).where(VersionRow.model_id == model_id)
@@ -253,7 +253,7 @@ class SqlStore:
         """
         check_name("deployment", name)
         check_name("model", model)
-        _check_number(version)
+        check_version(version)
         batching_json = _check_batching(batching)
         try:
             with self._write() as session:
@@ -307,7 +307,7 @@ class SqlStore:
         """``set_deployment_version`` inside the caller's transaction, so that a rollout's end
         and its version change commit together (no one sees the one without the other)."""
         check_name("deployment", name)
-        _check_number(version)
+        check_version(version)
         row, model = self._lock_deployment(session, name)
         if row.version == version:
             return _deployment_record(row, model)
@@ -653,11 +653,6 @@ def _check_inference(policy: InferencePolicy) -> dict[str, Any]:
     if not 0.0 <= policy.sample_rate <= 1.0:
         raise InvalidInput("inference.sample_rate must be between 0 and 1")
     return _to_json(policy, "inference policy")
-
-
-def _check_number(number: int) -> None:
-    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-        raise InvalidInput(f"version must be a positive integer, got {number!r}")
 
 
 def _check_batching(batching: BatchingConfig) -> dict[str, Any]:

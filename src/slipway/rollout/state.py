@@ -41,7 +41,7 @@ from slipway.registry.db import (
     ServedRequestRow,
     VersionRow,
 )
-from slipway.registry.names import check_name
+from slipway.registry.names import check_name, check_version
 from slipway.registry.promotions import require_approved_candidate
 from slipway.registry.records import TrafficPolicy
 from slipway.registry.store import SqlStore
@@ -94,6 +94,7 @@ class RolloutStore:
         """Start a rollout of ``candidate`` on ``deployment``. Raises VersionConflict when one is
         already active there, InvalidInput when ``candidate`` is the stable version."""
         check_name("deployment", deployment)
+        check_version(candidate)
         check_config(config)
         with self._write() as session:
             row, model = _lock_deployment(session, deployment)
