@@ -285,3 +285,67 @@ def test_a_status_report_never_shows_an_ended_rollout_without_its_ending(store: 
     assert ended and all(status == kind for status, kind in ended), {
         pair for pair in ended if pair[0] != pair[1]
     }
+
+
+def test_an_abort_read_before_a_bluegreen_switch_still_switches_back(store: SqlStore) -> None:
+    """Two operators act at once on a blue-green rollout with a hold: one promotes (the
+    switch), the other aborts having read the rollout just before it. The abort lands on a
+    switched rollout and must send traffic back to blue, not end it with green serving."""
+    config = RolloutConfig(strategy="bluegreen", hold_s=3600)
+    read = actions.start(store, "d", 2, config)  # what the aborting operator saw: step 0
+    actions.promote(store, "d", actor="ana")  # the switch commits first
+    ended = actions.abort(store, "d", actor="bo", rollout=read)
+    assert ended.status == "aborted"
+    record = store.get_deployment("d")
+    assert (record.version, record.traffic) == (1, None)
+
+
+def test_a_promotion_read_before_a_bluegreen_switch_does_not_switch_again(
+    store: SqlStore, clock: Clock
+) -> None:
+    """The second of two simultaneous promotions finds the switch done: 409, and the hold it
+    started is not restarted by a second "switched"."""
+    read = actions.start(store, "d", 2, RolloutConfig(strategy="bluegreen", hold_s=3600))
+    switched = actions.promote(store, "d", actor="ana")
+    clock.advance(60)
+    with pytest.raises(VersionConflict, match="already switched"):
+        actions.promote(store, "d", actor="bo", rollout=read)
+    state = RolloutStore(store)
+    assert state.get(read.id).step_started_at == switched.step_started_at
+    assert [e.kind for e in state.events(read.id)] == ["switched", "started"]
+
+
+def test_simultaneous_promote_and_abort_of_a_bluegreen_leave_a_consistent_state(
+    store: SqlStore,
+) -> None:
+    """Whoever wins, the rollout's end and what serves agree: aborted with blue serving, or
+    switched (holding) / promoted with green serving."""
+    import contextlib
+    import threading
+
+    config = RolloutConfig(strategy="bluegreen", hold_s=3600)
+    for i in range(20):
+        stable = store.get_deployment("d").version
+        candidate = 2 if stable == 1 else 1
+        rollout = actions.start(store, "d", candidate, config)
+        barrier = threading.Barrier(2)
+
+        def act(action, barrier=barrier) -> None:
+            barrier.wait()
+            with contextlib.suppress(VersionConflict):  # the other one won
+                action(store, "d", actor="ana")
+
+        both = (actions.promote, actions.abort)
+        threads = [threading.Thread(target=act, args=(action,)) for action in both]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        ended = RolloutStore(store).get(rollout.id)
+        serving = store.get_deployment("d").version
+        if ended.status == "aborted":
+            assert serving == stable, i
+        else:
+            assert serving == candidate, i
+            if ended.status == "running":
+                actions.promote(store, "d")  # end the hold

@@ -69,23 +69,16 @@ class RolloutController:
             return Decision("promote", reason)
         # Made stable outside the rollout (`slipway deploy`, or an older Slipway's two-step
         # promotion cut short): the rollout has nothing left to do.
-        actions.abort(
-            self.store,
-            rollout.deployment,
-            rollout=rollout,
-            status="promoted",
-            reason="candidate already serves as stable",
-        )
-        return Decision("promote", "candidate already serves as stable")
+        reason = "candidate already serves as stable"
+        self.rollouts.finish(rollout.id, "promoted", data={"reason": reason})
+        return Decision("promote", reason)
 
     def step(self, rollout: RolloutRecord) -> Decision | None:
         """Evaluate and act on one rollout; None when there is nothing to decide."""
         try:
             deployment = self.store.get_deployment(rollout.deployment)
         except DeploymentNotFound:
-            actions.abort(
-                self.store, rollout.deployment, rollout=rollout, reason="deployment deleted"
-            )
+            self.rollouts.finish(rollout.id, "aborted", data={"reason": "deployment deleted"})
             return Decision("abort", "deployment deleted")
         if deployment.version == rollout.candidate:
             return self._candidate_serving(rollout.id)
@@ -118,7 +111,9 @@ class RolloutController:
             )
         elif decision.action == "advance":
             self.rollouts.record_analysis(rollout.id, analysis)
-            self.rollouts.set_step(rollout.id, decision.step, evidence=evidence)
+            self.rollouts.set_step(
+                rollout.id, decision.step, evidence=evidence, from_step=rollout.step
+            )
         elif decision.action == "promote":
             self.rollouts.record_analysis(rollout.id, analysis)
             actions.promote(

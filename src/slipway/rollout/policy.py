@@ -121,6 +121,11 @@ class RolloutRecord(msgspec.Struct, frozen=True):
     created_by: str | None
 
 
+def holding(rollout: RolloutRecord) -> bool:
+    """A blue-green rollout that has switched and holds blue warm for its hold time."""
+    return rollout.strategy == "bluegreen" and rollout.step >= 1
+
+
 class RolloutEventRecord(msgspec.Struct, frozen=True):
     id: int
     rollout_id: int

@@ -52,6 +52,7 @@ from slipway.rollout.policy import (
     RolloutEventRecord,
     RolloutRecord,
     check_config,
+    holding,
     initial_weight,
 )
 
@@ -194,11 +195,25 @@ class RolloutStore:
         evidence: Any = None,
         event: str = "advanced",
         version: int | None = None,
+        from_step: int | None = None,
     ) -> RolloutRecord:
         """Move a canary to ``step`` (its weight goes live on every replica); a blue-green
-        rollout to step 1 as it switches the deployment to ``version`` (``event`` "switched")."""
+        rollout to step 1 as it switches the deployment to ``version`` (``event`` "switched").
+        ``from_step``: the step the caller decided on; VersionConflict when another action
+        moved the rollout on since (two simultaneous promotions switch once)."""
         with self._write() as session:
             rollout = self._lock_active(session, rollout_id)
+            if from_step is not None and rollout.step != from_step:
+                if event == "switched":
+                    raise VersionConflict(
+                        f"rollout {rollout.id} already switched {rollout.deployment!r} to"
+                        f" {rollout.model}@{rollout.candidate}; promote again to end its hold"
+                        " now, or abort to switch back"
+                    )
+                raise VersionConflict(
+                    f"rollout {rollout.id} is at step {rollout.step}, not {from_step}: another"
+                    " action moved it first"
+                )
             if version is not None:
                 self.store.switch_version(session, rollout.deployment, version, actor=actor)
             config = msgspec.convert(rollout.config, RolloutConfig)
@@ -249,12 +264,16 @@ class RolloutStore:
         actor: str | None = None,
         data: Any = None,
         version: int | None = None,
+        back_to_stable: bool = False,
     ) -> RolloutRecord:
         """End a rollout as "promoted", "rolled_back" or "aborted" and remove its traffic split
         (all traffic back to the deployment's stable version); with ``version``, point the
-        deployment at it in the same transaction (a promotion, or blue back after a switch)."""
+        deployment at it in the same transaction (a promotion). ``back_to_stable``: a blue-green
+        rollout that has switched (as read under the lock) switches back to blue."""
         with self._write() as session:
             rollout = self._lock_active(session, rollout_id)
+            if back_to_stable and holding(_record(rollout)):
+                version = rollout.stable
             if version is not None:
                 self.store.switch_version(session, rollout.deployment, version, actor=actor)
             now = self.now()
