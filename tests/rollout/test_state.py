@@ -349,3 +349,30 @@ def test_simultaneous_promote_and_abort_of_a_bluegreen_leave_a_consistent_state(
             assert serving == candidate, i
             if ended.status == "running":
                 actions.promote(store, "d")  # end the hold
+
+
+def test_the_deployment_changes_version_only_through_its_active_rollout(
+    store: SqlStore,
+) -> None:
+    """While a rollout runs, pointing the deployment at a third version left the rollout
+    waiting for evidence from a stable version that no longer served, and its status showing
+    weights that were not served; deleting the deployment (and creating it again) left the
+    rollout open on the new one. Both are refused (409) until the rollout has ended.
+    Deploying the candidate itself stays allowed: the controller closes the rollout."""
+    rollout = actions.start(store, "d", 2, RolloutConfig())
+    with pytest.raises(VersionConflict, match=f"rollout {rollout.id} is active"):
+        store.set_deployment_version("d", 3)
+    with pytest.raises(VersionConflict, match=f"rollout {rollout.id} is active"):
+        store.delete_deployment("d")
+    record = store.get_deployment("d")
+    assert record.version == 1 and record.traffic is not None
+    assert record.traffic.rollout_id == rollout.id
+    assert actions.rollback(store, "d").version == 1  # the way out: ends the rollout
+    assert store.set_deployment_version("d", 3).version == 3
+
+    rollout = actions.start(store, "d", 2, RolloutConfig())
+    assert store.set_deployment_version("d", 2).version == 2  # the candidate
+    assert [d.action for _, d in RolloutController(store, holder="a").tick()] == ["promote"]
+    assert RolloutStore(store).get(rollout.id).status == "promoted"
+    store.delete_deployment("d")
+

@@ -296,9 +296,14 @@ class SqlStore:
         ``generation`` increases. Setting the version it already serves changes nothing. On a
         production deployment this is a promotion: ApprovalRequired unless an approved promotion
         request is bound to the version's digest, or it is a rollback to the previous version
-        (see registry/promotions.py).
+        (see registry/promotions.py). While a rollout is active only its candidate may be set
+        (VersionConflict otherwise): the rollout promotes, aborts or rolls back itself.
         """
+        check_name("deployment", name)
         with self._write() as session:
+            row, _ = self._lock_deployment(session, name)
+            if row.version != version:
+                _refuse_during_rollout(row, version, f"pointing it at version {version}")
             return self.switch_version(session, name, version, actor=actor)
 
     def switch_version(
@@ -416,6 +421,7 @@ class SqlStore:
                     f"deployment {name!r} is production; an admin turns that off first"
                     f" (`slipway deployments policy {name} --no-production`)"
                 )
+            _refuse_during_rollout(row, None, "deleting it")
             before = _deployment_record(row, model)
             session.delete(row)
             self._event(
@@ -624,6 +630,23 @@ def _deployment_record(row: DeploymentRow, model: str) -> DeploymentRecord:
 
 def _deployment_subject(name: str) -> str:
     return f"deployment:{name}"
+
+
+def _refuse_during_rollout(row: DeploymentRow, version: int | None, change: str) -> None:
+    """VersionConflict when a rollout's traffic split is on ``row`` and ``version`` is not its
+    candidate: the rollout would go on judging, and its status showing, versions that no
+    longer serve."""
+    traffic = row.traffic
+    if traffic is None:
+        return
+    candidate = traffic.get("candidate") or traffic.get("shadow")
+    if version is not None and version == candidate:
+        return  # made stable outside the rollout: the controller closes it as promoted
+    raise VersionConflict(
+        f"rollout {traffic.get('rollout_id')} is active on deployment {row.name!r}; {change}"
+        f" would strand it. Promote or abort it first (`slipway rollout promote|abort"
+        f" {row.name}`), or roll back (`slipway rollback {row.name}`)"
+    )
 
 
 def _deployment_exists(name: str) -> VersionConflict:
