@@ -376,3 +376,47 @@ def test_the_deployment_changes_version_only_through_its_active_rollout(
     assert RolloutStore(store).get(rollout.id).status == "promoted"
     store.delete_deployment("d")
 
+
+@pytest.mark.parametrize("gate", ["validation", "approval"])
+def test_a_canary_held_at_its_promotion_gate_says_why_once(
+    store: SqlStore, clock: Clock, gate: str
+) -> None:
+    """After its last step a canary whose promotion is gated (its own require_validation, or a
+    production deployment with no approved request) waits, and says why in one "waiting"
+    event, not in every tick's log line nor nowhere; it promotes on the first tick after the
+    gate opens."""
+    from slipway.governance import approvals
+
+    if gate == "approval":
+        first = approvals.request_promotion(store, "d", "m", 1, actor="dora")
+        approvals.decide(store, first.id, approve=True, actor="abe")
+        store.update_deployment("d", production=True, actor="admin")
+    config = RolloutConfig(
+        steps=[10], interval_s=30, gates=GATES, require_validation=gate == "validation"
+    )
+    rollout = actions.start(store, "d", 2, config)
+    controller = RolloutController(store, holder="a")
+    _serve(store, rollout.id, {1: (200, 0, 0.002), 2: (100, 0, 0.002)})
+    assert [d.action for _, d in controller.tick()] == ["wait"]  # the step is held 30 s
+    clock.advance(31)
+    for _ in range(3):
+        assert [d.action for _, d in controller.tick()] == ["wait"]
+    state = RolloutStore(store)
+    assert state.get(rollout.id).status == "running"
+    reasons = [e.data["reason"] for e in state.events(rollout.id) if e.kind == "waiting"]
+    gated = [r for r in reasons if str(r).startswith("promotion gate")]
+    assert len(gated) == 1, reasons
+    assert ("validation report" if gate == "validation" else "approved promotion") in gated[0]
+
+    if gate == "validation":
+        from slipway.validation.checks import Check, Report, StageResult
+        from slipway.validation.reports import save_report
+
+        passed = Check("accuracy", 0.95, ">= 0.9", "pass")
+        stage = StageResult("quality", True, [passed])
+        save_report(store, Report("m", 2, "default", None, "2026-03-01T12:00:31Z", [stage]), "")
+    else:
+        second = approvals.request_promotion(store, "d", "m", 2, actor="dora")
+        approvals.decide(store, second.id, approve=True, actor="abe")
+    assert [d.action for _, d in controller.tick()] == ["promote"]
+    assert store.get_deployment("d").version == 2

@@ -12,16 +12,17 @@ import logging
 
 import msgspec
 
-from slipway.errors import DeploymentNotFound, SlipwayError
+from slipway.errors import ApprovalRequired, DeploymentNotFound, SlipwayError
 from slipway.registry.store import SqlStore
 from slipway.rollout import actions, gates
-from slipway.rollout.analysis import ArmStats, evaluate
+from slipway.rollout.analysis import Analysis, ArmStats, evaluate
 from slipway.rollout.policy import ACTIVE, Decision, RolloutRecord, decide
 from slipway.rollout.state import RolloutStore
 
 log = logging.getLogger("slipway.rollout")
 
 LEASE = "rollout-controller"
+GATE = "promotion gate"  # how a wait for a promotion gate's reason begins
 
 
 class RolloutController:
@@ -73,6 +74,19 @@ class RolloutController:
         self.rollouts.finish(rollout.id, "promoted", data={"reason": reason})
         return Decision("promote", reason)
 
+    def _wait(self, rollout: RolloutRecord, analysis: Analysis, reason: str) -> None:
+        """Store the analysis; as a "waiting" event when the checks changed, or when a promotion
+        gate holds the rollout for a reason not yet said (once, not every tick)."""
+        changed = rollout.analysis is None or [
+            (c.name, c.status) for c in rollout.analysis.checks
+        ] != [(c.name, c.status) for c in analysis.checks]
+        if not changed and reason.startswith(GATE):
+            last = self.rollouts.events(rollout.id, limit=1)
+            changed = not last or (last[0].kind, last[0].data.get("reason")) != ("waiting", reason)
+        self.rollouts.record_analysis(
+            rollout.id, analysis, event="waiting" if changed else None, data={"reason": reason}
+        )
+
     def step(self, rollout: RolloutRecord) -> Decision | None:
         """Evaluate and act on one rollout; None when there is nothing to decide."""
         try:
@@ -97,32 +111,25 @@ class RolloutController:
         if decision.action == "promote":
             blocked = gates.unmet(self.store, rollout)
             if blocked:
-                decision = Decision("wait", f"promotion gate: {'; '.join(blocked)}")
+                decision = Decision("wait", f"{GATE}: {'; '.join(blocked)}")
         evidence = {"analysis": msgspec.to_builtins(analysis), "reason": decision.reason}
-        if decision.action == "wait":
-            changed = rollout.analysis is None or [
-                (c.name, c.status) for c in rollout.analysis.checks
-            ] != [(c.name, c.status) for c in analysis.checks]
-            self.rollouts.record_analysis(
-                rollout.id,
-                analysis,
-                event="waiting" if changed else None,
-                data={"reason": decision.reason},
-            )
-        elif decision.action == "advance":
+        if decision.action == "advance":
             self.rollouts.record_analysis(rollout.id, analysis)
             self.rollouts.set_step(
                 rollout.id, decision.step, evidence=evidence, from_step=rollout.step
             )
         elif decision.action == "promote":
             self.rollouts.record_analysis(rollout.id, analysis)
-            actions.promote(
-                self.store,
-                rollout.deployment,
-                rollout=rollout,
-                reason=decision.reason,
-                evidence=evidence,
-            )
+            try:
+                actions.promote(
+                    self.store,
+                    rollout.deployment,
+                    rollout=rollout,
+                    reason=decision.reason,
+                    evidence=evidence,
+                )
+            except ApprovalRequired as exc:  # a production deployment: wait for the approval
+                decision = Decision("wait", f"{GATE}: {exc.message}")
         elif decision.action == "rollback":
             self.rollouts.record_analysis(rollout.id, analysis)
             actions.abort(
@@ -133,6 +140,8 @@ class RolloutController:
                 reason=decision.reason,
                 evidence=evidence,
             )
+        if decision.action == "wait":
+            self._wait(rollout, analysis, decision.reason)
         log.info(
             "rollout %s on %s: %s (%s)",
             rollout.id,
