@@ -119,6 +119,12 @@ def test_gate_settings_are_checked(registry: Registry, cancer) -> None:
                 ({"version": 2, "strategy": "bluegreen", "hold_s": -1}, "hold_s"),
                 ({"version": 2, "strategy": "canary", "min_shadow_agreement": 0.9}, "shadow"),
                 ({"version": 2, "strategy": "shadow", "min_shadow_agreement": 2}, "[0, 1]"),
+                # With 0 a check judged no evidence at all (and the output one crashed the
+                # controller for every rollout): each needs at least one sample.
+                ({"version": 2, "gates": {"min_output_samples": 0}}, "min_output_samples"),
+                ({"version": 2, "gates": {"min_input_samples": 0}}, "min_input_samples"),
+                ({"version": 2, "gates": {"min_feedback": 0}}, "min_feedback"),
+                ({"version": 2, "steps": [5, 5, 50]}, "increasing"),
             ]:
                 answer = http.post("/api/deployments/cancer-prod/rollout", json=body)
                 assert answer.status_code == 400 and message in answer.json()["error"], answer.text

@@ -420,3 +420,31 @@ def test_a_canary_held_at_its_promotion_gate_says_why_once(
         approvals.decide(store, second.id, approve=True, actor="abe")
     assert [d.action for _, d in controller.tick()] == ["promote"]
     assert store.get_deployment("d").version == 2
+
+
+def test_one_rollout_the_controller_cannot_evaluate_does_not_stall_the_others(
+    store: SqlStore, clock: Clock
+) -> None:
+    """A rollout whose analysis raises (here: a gate setting from before it was checked, that
+    made the output check compute on no samples) used to fail the whole tick, every tick, so
+    no other rollout on the registry advanced or promoted. It is now skipped and logged."""
+    import msgspec
+    from sqlalchemy import update
+
+    from slipway.registry.db import RolloutRow
+
+    store.create_deployment("e", "m", 1)
+    broken = actions.start(store, "d", 2, RolloutConfig(steps=[10], interval_s=0))
+    config = msgspec.to_builtins(broken.config)
+    config["gates"]["min_output_samples"] = 0
+    with store.engine.begin() as connection:
+        connection.execute(
+            update(RolloutRow).where(RolloutRow.id == broken.id).values(config=config)
+        )
+    healthy = actions.start(store, "e", 2, RolloutConfig(steps=[10], interval_s=0, gates=GATES))
+    _serve(store, healthy.id, {1: (200, 0, 0.002), 2: (100, 0, 0.002)})
+    clock.advance(1)
+    decisions = dict(RolloutController(store, holder="a").tick())
+    assert decisions == {healthy.id: decisions[healthy.id]}
+    assert decisions[healthy.id].action == "promote"
+    assert RolloutStore(store).get(broken.id).status == "running"

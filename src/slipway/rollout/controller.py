@@ -46,6 +46,9 @@ class RolloutController:
             except SlipwayError as exc:  # e.g. a concurrent operator action won; retry next tick
                 log.warning("rollout %s: %s", rollout.id, exc.message)
                 continue
+            except Exception:  # one rollout that cannot be evaluated must not stall the others
+                log.exception("rollout %s: the controller could not evaluate it", rollout.id)
+                continue
             if decision is not None:
                 decisions.append((rollout.id, decision))
         return decisions
