@@ -448,3 +448,21 @@ def test_one_rollout_the_controller_cannot_evaluate_does_not_stall_the_others(
     assert decisions == {healthy.id: decisions[healthy.id]}
     assert decisions[healthy.id].action == "promote"
     assert RolloutStore(store).get(broken.id).status == "running"
+
+
+def test_feedback_posted_again_for_a_request_counts_once(store: SqlStore) -> None:
+    """A client that retries its feedback post (or corrects a value) must not weigh its
+    request two or three times in the experiment: each request is one observation per named
+    value, the newest value posted for it."""
+    rollout = actions.start(store, "d", 2, RolloutConfig(strategy="ab", routing_key="x-user"))
+    state = RolloutStore(store)
+    state.add_windows("replica-1", [], [("r-1", rollout.id, 1), ("r-2", rollout.id, 2)])
+    state.add_windows("replica-2", [], [("r-2", rollout.id, 2)])  # a retried request
+    for _ in range(3):
+        state.add_feedback("r-1", {"converted": 1.0})
+    state.add_feedback("r-2", {"converted": 0.0})
+    state.add_feedback("r-2", {"converted": 1.0, "revenue": 12.5})
+    assert state.feedback_by_version(rollout.id) == {
+        1: {"converted": [1.0]},
+        2: {"converted": [1.0], "revenue": [12.5]},
+    }

@@ -376,20 +376,25 @@ class RolloutStore:
     def feedback_by_version(
         self, rollout_id: int, since: dt.datetime | None = None
     ) -> dict[int, dict[str, list[float]]]:
-        """Feedback values joined to the version that served each request of the rollout."""
+        """Feedback values joined to the version that served each request of the rollout: one
+        observation per request and named value, the newest posted (a retried or corrected
+        post replaces, never adds)."""
         query = (
-            select(ServedRequestRow.version, FeedbackRow.values)
+            select(ServedRequestRow.request_id, ServedRequestRow.version, FeedbackRow.values)
             .join(FeedbackRow, FeedbackRow.request_id == ServedRequestRow.request_id)
             .where(ServedRequestRow.rollout_id == rollout_id)
         )
         if since is not None:
             query = query.where(ServedRequestRow.at >= since)
-        result: dict[int, dict[str, list[float]]] = {}
+        latest: dict[tuple[str, int], dict[str, float]] = {}
         with self._read() as session:
-            for version, values in session.execute(query.order_by(FeedbackRow.id)):
-                arm = result.setdefault(version, {})
-                for name, value in values.items():
-                    arm.setdefault(name, []).append(float(value))
+            for request_id, version, values in session.execute(query.order_by(FeedbackRow.id)):
+                latest.setdefault((request_id, version), {}).update(values)
+        result: dict[int, dict[str, list[float]]] = {}
+        for (_, version), values in latest.items():
+            arm = result.setdefault(version, {})
+            for name, value in values.items():
+                arm.setdefault(name, []).append(float(value))
         return result
 
     # -- lease ---------------------------------------------------------------------------------
