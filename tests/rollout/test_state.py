@@ -466,3 +466,19 @@ def test_feedback_posted_again_for_a_request_counts_once(store: SqlStore) -> Non
         1: {"converted": [1.0]},
         2: {"converted": [1.0], "revenue": [12.5]},
     }
+
+
+def test_an_analysis_that_finishes_after_an_abort_writes_nothing_on_the_ended_rollout(
+    store: SqlStore,
+) -> None:
+    """The controller reads a rollout, an operator aborts it, then the controller's analysis
+    of what it read is done: it must not store its analysis or a "waiting" event after the
+    "aborted" one (the status would show an ended rollout still waiting)."""
+    rollout = actions.start(store, "d", 2, RolloutConfig(steps=[10], gates=GATES))
+    _serve(store, rollout.id, {1: (200, 0, 0.002), 2: (10, 0, 0.002)})
+    read = RolloutStore(store).get(rollout.id)  # what the controller's tick read
+    actions.abort(store, "d", actor="ana")
+    RolloutController(store, holder="a").step(read)
+    ended = RolloutStore(store).get(rollout.id)
+    assert (ended.status, ended.analysis) == ("aborted", None)
+    assert [e.kind for e in RolloutStore(store).events(rollout.id)] == ["aborted", "started"]

@@ -292,10 +292,12 @@ class RolloutStore:
     def record_analysis(
         self, rollout_id: int, analysis: Analysis, *, event: str | None = None, data: Any = None
     ) -> None:
-        """Store the latest analysis on the rollout; also as an event when ``event`` is given."""
+        """Store the latest analysis on the rollout; also as an event when ``event`` is given.
+        Nothing once the rollout has ended: an analysis read before an operator's abort must not
+        land after it."""
         with self._write() as session:
             rollout = session.get(RolloutRow, rollout_id, with_for_update=True)
-            if rollout is None:
+            if rollout is None or rollout.status not in ACTIVE:
                 return
             rollout.analysis = msgspec.to_builtins(analysis)
             if event is not None:
