@@ -485,6 +485,8 @@ def weight_of(config: RolloutConfig, step: int) -> float:
     """The candidate's weight at ``step``."""
     if config.strategy == "canary":
         return config.steps[min(step, len(config.steps) - 1)]
+    if config.strategy == "bluegreen" and step >= 1:
+        return 100.0  # switched: green serves everything while blue is held warm
     return initial_weight(config)
 
 
