@@ -482,3 +482,22 @@ def test_an_analysis_that_finishes_after_an_abort_writes_nothing_on_the_ended_ro
     ended = RolloutStore(store).get(rollout.id)
     assert (ended.status, ended.analysis) == ("aborted", None)
     assert [e.kind for e in RolloutStore(store).events(rollout.id)] == ["aborted", "started"]
+
+
+def test_a_paused_bluegreen_hold_is_not_closed_by_the_controller(
+    store: SqlStore, clock: Clock
+) -> None:
+    """`pause` stops the controller acting on a rollout; for a blue-green rollout holding
+    after its switch that means blue stays warm and one `abort` away past the hold time,
+    until the operator resumes (the hold then runs again from the resume)."""
+    rollout = actions.start(store, "d", 2, RolloutConfig(strategy="bluegreen", hold_s=60))
+    actions.promote(store, "d", actor="ana")
+    actions.pause(store, "d", actor="ana")
+    clock.advance(120)
+    controller = RolloutController(store, holder="a")
+    assert controller.tick() == []
+    assert RolloutStore(store).get(rollout.id).status == "paused"
+    actions.resume(store, "d", actor="ana")
+    clock.advance(61)
+    assert [d.action for _, d in controller.tick()] == ["promote"]
+    assert RolloutStore(store).get(rollout.id).status == "promoted"

@@ -66,7 +66,7 @@ class RolloutController:
             return None
         if actions.holding(rollout):
             held = (self.rollouts.now() - rollout.step_started_at).total_seconds()
-            if held < rollout.config.hold_s:
+            if rollout.status == "paused" or held < rollout.config.hold_s:
                 return None  # blue stays warm and one `abort` away until the hold passes
             reason = f"held {rollout.config.hold_s:g}s after the switch"
             actions.promote(self.store, rollout.deployment, rollout=rollout, reason=reason)
