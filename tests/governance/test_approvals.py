@@ -96,8 +96,8 @@ def test_rejected_requests_promote_nothing(prod: SqlStore) -> None:
     request = approvals.request_promotion(prod, "churn-prod", "churn", 2, actor="dora")
     rejected = approvals.decide(prod, request.id, approve=False, actor="abe", comment="no")
     assert rejected.status == "rejected"
-    with pytest.raises(ApprovalRequired):
-        prod.set_deployment_version("churn-prod", 2)
+    with pytest.raises(ApprovalRequired, match=f"request #{request.id} was rejected"):
+        prod.set_deployment_version("churn-prod", 2)  # not "there is none"
     with pytest.raises(InvalidInput, match="only pending"):
         approvals.decide(prod, request.id, approve=True, actor="cy")
 

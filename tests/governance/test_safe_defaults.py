@@ -248,6 +248,37 @@ def test_error_bodies_leak_no_internals(client, gov_registry, gov_server) -> Non
     assert "broken" in ready.json()["reasons"][0]
 
 
+@pytest.mark.parametrize("number", [2**31, 2**63, 10**20], ids=["int4", "int8", "huge"])
+def test_numbers_beyond_the_database_range_are_4xx(client, number: int) -> None:
+    """A version, request id, token id or audit position that no column can hold is the
+    caller's mistake (4xx with a JSON error), never a database overflow (500)."""
+    admin = client("admin")
+    responses = [
+        admin.get(f"/api/models/cancer/versions/{number}"),
+        admin.get(f"/api/models/cancer/versions/{number}/reports"),
+        admin.post(f"/api/models/cancer/versions/{number}/reports",
+                   json={"kind": "check", "name": "x", "passed": True}),
+        admin.post("/api/deployments", json={"name": "x", "model": "cancer", "version": number}),
+        admin.patch("/api/deployments/cancer-prod", json={"version": number}),
+        admin.post("/api/deployments/cancer-prod/rollout", json={"version": number}),
+        admin.post("/api/approvals",
+                   json={"deployment": "cancer-prod", "model": "cancer", "version": number}),
+        admin.get(f"/api/approvals/{number}"),
+        admin.post(f"/api/approvals/{number}/approve", json={}),
+        admin.delete(f"/api/tokens/{number}"),
+    ]  # fmt: skip
+    wrong = [
+        (r.request.method, str(r.request.url), r.status_code)
+        for r in responses
+        if not 400 <= r.status_code < 500 or "error" not in r.json()
+    ]
+    assert wrong == []
+    assert admin.get("/api/deployments/cancer-prod").json()["version"] == 1
+    # No record follows a position past the largest sequence number: an empty page.
+    after = admin.get("/api/audit", params={"after": number})
+    assert after.status_code == 200 and after.json() == []
+
+
 def test_shell_metacharacters_stay_text(tmp_path, client, onnx_bytes) -> None:
     marker = tmp_path / "shell-ran"
     evil = f"$(touch {marker}); `touch {marker}` | touch {marker} && touch {marker}"

@@ -251,6 +251,11 @@ def test_create_deployment_errors(store: SqlStore) -> None:
         store.create_deployment("prod/x", "churn", 1)
     with pytest.raises(InvalidInput):
         store.create_deployment("other", "churn", 0)
+    for beyond in (2**31, 2**63):  # past the column: refused, not a database overflow
+        with pytest.raises(InvalidInput, match="from 1 to 2147483647"):
+            store.create_deployment("other", "churn", beyond)
+        with pytest.raises(InvalidInput, match="from 1 to 2147483647"):
+            store.get_version("churn", beyond)
     with pytest.raises(InvalidInput):
         store.create_deployment("other", "churn", 1, batching=BatchingConfig(max_batch_size=0))
     with pytest.raises(DeploymentNotFound):

@@ -52,6 +52,26 @@ def test_bluegreen_switches_at_once_and_holds_blue_for_an_instant_switch_back(
         server.stop()
 
 
+def test_a_holding_bluegreen_reports_the_weights_it_serves(registry: Registry, cancer) -> None:
+    """After the switch green serves everything; the status said blue 100%, green 0%."""
+    server, _ = start_server(registry)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            body = {"version": 2, "strategy": "bluegreen", "hold_s": 3600}
+            assert http.post("/api/deployments/cancer-prod/rollout", json=body).status_code == 201
+            assert _status(http)["weights"] == {"1": 100.0, "2": 0.0}
+            switched = http.post("/api/deployments/cancer-prod/rollout/promote", json={}).json()
+            assert (switched["step"], switched["weight"]) == (1, 100.0)
+            assert [predict_version(http, rows(cancer)) for _ in range(10)] == [2] * 10
+            status = _status(http)
+            assert status["weights"] == {"1": 0.0, "2": 100.0}
+            assert status["events"][0]["data"]["weight"] == 100.0
+            http.post("/api/deployments/cancer-prod/rollout/abort", json={}).raise_for_status()
+            assert _status(http)["weights"] == {"1": 100.0}
+    finally:
+        server.stop()
+
+
 def test_a_bluegreen_switch_can_require_a_passing_validation_report(
     registry: Registry, cancer
 ) -> None:
@@ -119,6 +139,12 @@ def test_gate_settings_are_checked(registry: Registry, cancer) -> None:
                 ({"version": 2, "strategy": "bluegreen", "hold_s": -1}, "hold_s"),
                 ({"version": 2, "strategy": "canary", "min_shadow_agreement": 0.9}, "shadow"),
                 ({"version": 2, "strategy": "shadow", "min_shadow_agreement": 2}, "[0, 1]"),
+                # With 0 a check judged no evidence at all (and the output one crashed the
+                # controller for every rollout): each needs at least one sample.
+                ({"version": 2, "gates": {"min_output_samples": 0}}, "min_output_samples"),
+                ({"version": 2, "gates": {"min_input_samples": 0}}, "min_input_samples"),
+                ({"version": 2, "gates": {"min_feedback": 0}}, "min_feedback"),
+                ({"version": 2, "steps": [5, 5, 50]}, "increasing"),
             ]:
                 answer = http.post("/api/deployments/cancer-prod/rollout", json=body)
                 assert answer.status_code == 400 and message in answer.json()["error"], answer.text

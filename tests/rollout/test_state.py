@@ -285,3 +285,219 @@ def test_a_status_report_never_shows_an_ended_rollout_without_its_ending(store: 
     assert ended and all(status == kind for status, kind in ended), {
         pair for pair in ended if pair[0] != pair[1]
     }
+
+
+def test_an_abort_read_before_a_bluegreen_switch_still_switches_back(store: SqlStore) -> None:
+    """Two operators act at once on a blue-green rollout with a hold: one promotes (the
+    switch), the other aborts having read the rollout just before it. The abort lands on a
+    switched rollout and must send traffic back to blue, not end it with green serving."""
+    config = RolloutConfig(strategy="bluegreen", hold_s=3600)
+    read = actions.start(store, "d", 2, config)  # what the aborting operator saw: step 0
+    actions.promote(store, "d", actor="ana")  # the switch commits first
+    ended = actions.abort(store, "d", actor="bo", rollout=read)
+    assert ended.status == "aborted"
+    record = store.get_deployment("d")
+    assert (record.version, record.traffic) == (1, None)
+
+
+def test_a_promotion_read_before_a_bluegreen_switch_does_not_switch_again(
+    store: SqlStore, clock: Clock
+) -> None:
+    """The second of two simultaneous promotions finds the switch done: 409, and the hold it
+    started is not restarted by a second "switched"."""
+    read = actions.start(store, "d", 2, RolloutConfig(strategy="bluegreen", hold_s=3600))
+    switched = actions.promote(store, "d", actor="ana")
+    clock.advance(60)
+    with pytest.raises(VersionConflict, match="already switched"):
+        actions.promote(store, "d", actor="bo", rollout=read)
+    state = RolloutStore(store)
+    assert state.get(read.id).step_started_at == switched.step_started_at
+    assert [e.kind for e in state.events(read.id)] == ["switched", "started"]
+
+
+def test_simultaneous_promote_and_abort_of_a_bluegreen_leave_a_consistent_state(
+    store: SqlStore,
+) -> None:
+    """Whoever wins, the rollout's end and what serves agree: aborted with blue serving, or
+    switched (holding) / promoted with green serving."""
+    import contextlib
+    import threading
+
+    config = RolloutConfig(strategy="bluegreen", hold_s=3600)
+    for i in range(20):
+        stable = store.get_deployment("d").version
+        candidate = 2 if stable == 1 else 1
+        rollout = actions.start(store, "d", candidate, config)
+        barrier = threading.Barrier(2)
+
+        def act(action, barrier=barrier) -> None:
+            barrier.wait()
+            with contextlib.suppress(VersionConflict):  # the other one won
+                action(store, "d", actor="ana")
+
+        both = (actions.promote, actions.abort)
+        threads = [threading.Thread(target=act, args=(action,)) for action in both]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        ended = RolloutStore(store).get(rollout.id)
+        serving = store.get_deployment("d").version
+        if ended.status == "aborted":
+            assert serving == stable, i
+        else:
+            assert serving == candidate, i
+            if ended.status == "running":
+                actions.promote(store, "d")  # end the hold
+
+
+def test_the_deployment_changes_version_only_through_its_active_rollout(
+    store: SqlStore,
+) -> None:
+    """While a rollout runs, pointing the deployment at a third version left the rollout
+    waiting for evidence from a stable version that no longer served, and its status showing
+    weights that were not served; deleting the deployment (and creating it again) left the
+    rollout open on the new one. Both are refused (409) until the rollout has ended.
+    Deploying the candidate itself stays allowed: the controller closes the rollout."""
+    rollout = actions.start(store, "d", 2, RolloutConfig())
+    with pytest.raises(VersionConflict, match=f"rollout {rollout.id} is active"):
+        store.set_deployment_version("d", 3)
+    with pytest.raises(VersionConflict, match=f"rollout {rollout.id} is active"):
+        store.delete_deployment("d")
+    record = store.get_deployment("d")
+    assert record.version == 1 and record.traffic is not None
+    assert record.traffic.rollout_id == rollout.id
+    assert actions.rollback(store, "d").version == 1  # the way out: ends the rollout
+    assert store.set_deployment_version("d", 3).version == 3
+
+    rollout = actions.start(store, "d", 2, RolloutConfig())
+    assert store.set_deployment_version("d", 2).version == 2  # the candidate
+    assert [d.action for _, d in RolloutController(store, holder="a").tick()] == ["promote"]
+    assert RolloutStore(store).get(rollout.id).status == "promoted"
+    store.delete_deployment("d")
+
+
+@pytest.mark.parametrize("gate", ["validation", "approval"])
+def test_a_canary_held_at_its_promotion_gate_says_why_once(
+    store: SqlStore, clock: Clock, gate: str
+) -> None:
+    """After its last step a canary whose promotion is gated (its own require_validation, or a
+    production deployment with no approved request) waits, and says why in one "waiting"
+    event, not in every tick's log line nor nowhere; it promotes on the first tick after the
+    gate opens."""
+    from slipway.governance import approvals
+
+    if gate == "approval":
+        first = approvals.request_promotion(store, "d", "m", 1, actor="dora")
+        approvals.decide(store, first.id, approve=True, actor="abe")
+        store.update_deployment("d", production=True, actor="admin")
+    config = RolloutConfig(
+        steps=[10], interval_s=30, gates=GATES, require_validation=gate == "validation"
+    )
+    rollout = actions.start(store, "d", 2, config)
+    controller = RolloutController(store, holder="a")
+    _serve(store, rollout.id, {1: (200, 0, 0.002), 2: (100, 0, 0.002)})
+    assert [d.action for _, d in controller.tick()] == ["wait"]  # the step is held 30 s
+    clock.advance(31)
+    for _ in range(3):
+        assert [d.action for _, d in controller.tick()] == ["wait"]
+    state = RolloutStore(store)
+    assert state.get(rollout.id).status == "running"
+    reasons = [e.data["reason"] for e in state.events(rollout.id) if e.kind == "waiting"]
+    gated = [r for r in reasons if str(r).startswith("promotion gate")]
+    assert len(gated) == 1, reasons
+    assert ("validation report" if gate == "validation" else "approved promotion") in gated[0]
+
+    if gate == "validation":
+        from slipway.validation.checks import Check, Report, StageResult
+        from slipway.validation.reports import save_report
+
+        passed = Check("accuracy", 0.95, ">= 0.9", "pass")
+        stage = StageResult("quality", True, [passed])
+        save_report(store, Report("m", 2, "default", None, "2026-03-01T12:00:31Z", [stage]), "")
+    else:
+        second = approvals.request_promotion(store, "d", "m", 2, actor="dora")
+        approvals.decide(store, second.id, approve=True, actor="abe")
+    assert [d.action for _, d in controller.tick()] == ["promote"]
+    assert store.get_deployment("d").version == 2
+
+
+def test_one_rollout_the_controller_cannot_evaluate_does_not_stall_the_others(
+    store: SqlStore, clock: Clock
+) -> None:
+    """A rollout whose analysis raises (here: a gate setting from before it was checked, that
+    made the output check compute on no samples) used to fail the whole tick, every tick, so
+    no other rollout on the registry advanced or promoted. It is now skipped and logged."""
+    import msgspec
+    from sqlalchemy import update
+
+    from slipway.registry.db import RolloutRow
+
+    store.create_deployment("e", "m", 1)
+    broken = actions.start(store, "d", 2, RolloutConfig(steps=[10], interval_s=0))
+    config = msgspec.to_builtins(broken.config)
+    config["gates"]["min_output_samples"] = 0
+    with store.engine.begin() as connection:
+        connection.execute(
+            update(RolloutRow).where(RolloutRow.id == broken.id).values(config=config)
+        )
+    healthy = actions.start(store, "e", 2, RolloutConfig(steps=[10], interval_s=0, gates=GATES))
+    _serve(store, healthy.id, {1: (200, 0, 0.002), 2: (100, 0, 0.002)})
+    clock.advance(1)
+    decisions = dict(RolloutController(store, holder="a").tick())
+    assert decisions == {healthy.id: decisions[healthy.id]}
+    assert decisions[healthy.id].action == "promote"
+    assert RolloutStore(store).get(broken.id).status == "running"
+
+
+def test_feedback_posted_again_for_a_request_counts_once(store: SqlStore) -> None:
+    """A client that retries its feedback post (or corrects a value) must not weigh its
+    request two or three times in the experiment: each request is one observation per named
+    value, the newest value posted for it."""
+    rollout = actions.start(store, "d", 2, RolloutConfig(strategy="ab", routing_key="x-user"))
+    state = RolloutStore(store)
+    state.add_windows("replica-1", [], [("r-1", rollout.id, 1), ("r-2", rollout.id, 2)])
+    state.add_windows("replica-2", [], [("r-2", rollout.id, 2)])  # a retried request
+    for _ in range(3):
+        state.add_feedback("r-1", {"converted": 1.0})
+    state.add_feedback("r-2", {"converted": 0.0})
+    state.add_feedback("r-2", {"converted": 1.0, "revenue": 12.5})
+    assert state.feedback_by_version(rollout.id) == {
+        1: {"converted": [1.0]},
+        2: {"converted": [1.0], "revenue": [12.5]},
+    }
+
+
+def test_an_analysis_that_finishes_after_an_abort_writes_nothing_on_the_ended_rollout(
+    store: SqlStore,
+) -> None:
+    """The controller reads a rollout, an operator aborts it, then the controller's analysis
+    of what it read is done: it must not store its analysis or a "waiting" event after the
+    "aborted" one (the status would show an ended rollout still waiting)."""
+    rollout = actions.start(store, "d", 2, RolloutConfig(steps=[10], gates=GATES))
+    _serve(store, rollout.id, {1: (200, 0, 0.002), 2: (10, 0, 0.002)})
+    read = RolloutStore(store).get(rollout.id)  # what the controller's tick read
+    actions.abort(store, "d", actor="ana")
+    RolloutController(store, holder="a").step(read)
+    ended = RolloutStore(store).get(rollout.id)
+    assert (ended.status, ended.analysis) == ("aborted", None)
+    assert [e.kind for e in RolloutStore(store).events(rollout.id)] == ["aborted", "started"]
+
+
+def test_a_paused_bluegreen_hold_is_not_closed_by_the_controller(
+    store: SqlStore, clock: Clock
+) -> None:
+    """`pause` stops the controller acting on a rollout; for a blue-green rollout holding
+    after its switch that means blue stays warm and one `abort` away past the hold time,
+    until the operator resumes (the hold then runs again from the resume)."""
+    rollout = actions.start(store, "d", 2, RolloutConfig(strategy="bluegreen", hold_s=60))
+    actions.promote(store, "d", actor="ana")
+    actions.pause(store, "d", actor="ana")
+    clock.advance(120)
+    controller = RolloutController(store, holder="a")
+    assert controller.tick() == []
+    assert RolloutStore(store).get(rollout.id).status == "paused"
+    actions.resume(store, "d", actor="ana")
+    clock.advance(61)
+    assert [d.action for _, d in controller.tick()] == ["promote"]
+    assert RolloutStore(store).get(rollout.id).status == "promoted"

@@ -48,7 +48,7 @@ from slipway.registry.db import (
     PromotionDecisionRow,
     PromotionRequestRow,
 )
-from slipway.registry.names import check_name
+from slipway.registry.names import MAX_ID, check_name
 from slipway.registry.records import VersionRecord
 from slipway.registry.store import SqlStore
 
@@ -184,6 +184,8 @@ def attach_report(
 
 
 def list_reports(store: SqlStore, model: str, version: int) -> list[EvidenceReport]:
+    """The reports attached to ``model@version``, oldest first (VersionNotFound for none)."""
+    store.get_version(model, version)
     with reading(store) as session:
         return _reports(session, _model_id(session, model), model, version)
 
@@ -428,6 +430,9 @@ def _report(row: EvidenceReportRow, model: str) -> EvidenceReport:
 def _request_row(
     session: Session, request_id: int, *, lock: bool = False
 ) -> tuple[PromotionRequestRow, str]:
+    missing = NotFound(f"promotion request #{request_id} not found; see `slipway approvals list`")
+    if not 1 <= request_id <= MAX_ID:  # no row has such an id; the database would overflow
+        raise missing
     query = (
         select(PromotionRequestRow, ModelRow.name)
         .join(ModelRow, ModelRow.id == PromotionRequestRow.model_id)
@@ -437,7 +442,7 @@ def _request_row(
         query = query.with_for_update(of=PromotionRequestRow)
     found = session.execute(query).one_or_none()
     if found is None:
-        raise NotFound(f"promotion request #{request_id} not found; see `slipway approvals list`")
+        raise missing
     return found[0], found[1]
 
 

@@ -30,6 +30,7 @@ from slipway.registry.db import AuditPurgeRow, AuditRecordRow
 from slipway.registry.store import SqlStore
 
 _PAGE = 2000
+_MAX_SEQ = 2**63 - 1  # audit_records.seq is a 64-bit integer column
 
 
 class AuditRecord(msgspec.Struct, frozen=True):
@@ -170,6 +171,8 @@ def iter_records(
     ``key`` is ``(field, value)``: a business key the deployment's policy copies into each
     prediction record (e.g. ``("customer_id", "42")``).
     """
+    if after >= _MAX_SEQ:
+        return  # nothing follows the largest sequence number (and comparing past it overflows)
     conditions = []
     if request_id is not None:
         conditions.append(AuditRecordRow.request_id == request_id)
@@ -181,7 +184,7 @@ def iter_records(
         conditions.append(AuditRecordRow.at < until)
     if kind is not None:
         conditions.append(AuditRecordRow.kind == kind)
-    for record in _rows(store, conditions, after):
+    for record in _rows(store, conditions, max(after, 0)):
         if key is None or _has_key(record.data, *key):
             yield record.public
 

@@ -21,7 +21,7 @@ from slipway.errors import InvalidInput, NotFound, Unauthenticated, VersionConfl
 from slipway.governance.roles import Principal, Role
 from slipway.governance.sessions import event, now, reading, writing
 from slipway.registry.db import TokenRow, UserRow
-from slipway.registry.names import check_name
+from slipway.registry.names import MAX_ID, check_name
 from slipway.registry.store import SqlStore
 
 TOKEN_PREFIX = "slw_"
@@ -198,6 +198,9 @@ def list_tokens(store: SqlStore, user: str | None = None) -> list[TokenRecord]:
 
 def revoke_token(store: SqlStore, token_id: int, *, actor: str | None) -> TokenRecord:
     """Revoke a token by id (see ``list_tokens``); revoking twice changes nothing."""
+    missing = NotFound(f"token {token_id} not found; see `slipway tokens list`")
+    if not 1 <= token_id <= MAX_ID:  # no row has such an id; the database would overflow
+        raise missing
     with writing(store) as session:
         found = session.execute(
             select(TokenRow, UserRow.name)
@@ -206,7 +209,7 @@ def revoke_token(store: SqlStore, token_id: int, *, actor: str | None) -> TokenR
             .with_for_update(of=TokenRow)
         ).one_or_none()
         if found is None:
-            raise NotFound(f"token {token_id} not found; see `slipway tokens list`")
+            raise missing
         row, user = found
         if row.revoked_at is None:
             row.revoked_at = now(store)

@@ -15,6 +15,7 @@ from slipway.errors import InvalidInput, InvalidName
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _NUMBER = re.compile(r"[1-9][0-9]{0,9}")
 MAX_VERSION = 2**31 - 1  # versions.number is a 32-bit integer column
+MAX_ID = 2**31 - 1  # row ids (promotion requests, tokens) are 32-bit integer columns too
 
 
 def check_name(kind: str, name: str) -> str:
@@ -23,6 +24,17 @@ def check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or _NAME.fullmatch(name) is None or ".." in name:
         raise InvalidName(kind, name if isinstance(name, str) else repr(name))
     return name
+
+
+def check_version(number: object) -> int:
+    """Return ``number`` if it is a version number (1 to ``MAX_VERSION``), else raise
+    :class:`~slipway.errors.InvalidInput`: a larger one cannot exist, and the database would
+    refuse to compare against it (an overflow, not an answer)."""
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_VERSION:
+        raise InvalidInput(
+            f"version must be a whole number from 1 to {MAX_VERSION}, got {number!r}"
+        )
+    return number
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

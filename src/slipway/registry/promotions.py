@@ -56,18 +56,21 @@ def require_approval(
         if promoted is not None:
             return
     candidates = session.scalars(
-        requests.where(PromotionRequestRow.status.in_(("approved", "stale", "pending")))
+        requests.where(PromotionRequestRow.status.in_(("approved", "stale", "pending", "rejected")))
         .order_by(PromotionRequestRow.id.desc())
         .with_for_update()
     ).all()
     approved = [r for r in candidates if r.status == "approved"]
     if not approved:
-        if any(r.status == "stale" for r in candidates):
-            reason = "its approval went stale because the evidence changed after it was given"
-        elif any(r.status == "pending" for r in candidates):
-            reason = f"request #{candidates[0].id} is still waiting for approval"
-        else:
+        newest = candidates[0] if candidates else None
+        if newest is None:
             reason = "there is none"
+        elif newest.status == "stale":
+            reason = "its approval went stale because the evidence changed after it was given"
+        elif newest.status == "pending":
+            reason = f"request #{newest.id} is still waiting for approval"
+        else:
+            reason = f"request #{newest.id} was rejected"
         raise ApprovalRequired(deployment.name, ref, reason)
     request = approved[0]
     if request.digest != digest:

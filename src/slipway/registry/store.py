@@ -39,7 +39,7 @@ from slipway.registry.db import (
     make_engine,
 )
 from slipway.registry.migrations import migrate
-from slipway.registry.names import check_name
+from slipway.registry.names import check_name, check_version
 from slipway.registry.promotions import require_approval
 from slipway.registry.records import (
     BatchingConfig,
@@ -129,7 +129,7 @@ class SqlStore:
         """
         check_name("model", model)
         if number is not None:
-            _check_number(number)
+            check_version(number)
         if not isinstance(format, str) or not format or len(format) > 32:
             raise InvalidInput(f"invalid model format {format!r}: expected e.g. 'onnx'")
         if not isinstance(digest, str) or len(digest) != 64 or not _HEX.issuperset(digest):
@@ -211,7 +211,7 @@ class SqlStore:
         """
         check_name("model", model)
         if number is not None:
-            _check_number(number)
+            check_version(number)
         with self._read() as session:
             model_id = self._model_id(session, model)
             query = select(VersionRow).where(VersionRow.model_id == model_id)
@@ -254,7 +254,7 @@ class SqlStore:
         """
         check_name("deployment", name)
         check_name("model", model)
-        _check_number(version)
+        check_version(version)
         batching_json = _check_batching(batching)
         try:
             with self._write() as session:
@@ -302,13 +302,18 @@ class SqlStore:
         ``generation`` increases. Setting the version it already serves changes nothing. On a
         production deployment this is a promotion: ApprovalRequired unless an approved promotion
         request is bound to the version's digest, or it is a rollback to the previous version
-        (see registry/promotions.py).
+        (see registry/promotions.py). While a rollout is active only its candidate may be set
+        (VersionConflict otherwise): the rollout promotes, aborts or rolls back itself.
 
         ``batching``, when given, is set in the same transaction: both changes happen, or
         neither (an invalid batching is refused before anything changes).
         """
+        check_name("deployment", name)
         batching_json = None if batching is None else _check_batching(batching)
         with self._write() as session:
+            row, _ = self._lock_deployment(session, name)
+            if row.version != version:
+                _refuse_during_rollout(row, version, f"pointing it at version {version}")
             record = self.switch_version(session, name, version, actor=actor)
             if batching_json is None or batching == record.batching:
                 return record
@@ -324,7 +329,7 @@ class SqlStore:
         """``set_deployment_version`` inside the caller's transaction, so that a rollout's end
         and its version change commit together (no one sees the one without the other)."""
         check_name("deployment", name)
-        _check_number(version)
+        check_version(version)
         row, model = self._lock_deployment(session, name)
         if row.version == version:
             return _deployment_record(row, model)
@@ -433,6 +438,7 @@ class SqlStore:
                     f"deployment {name!r} is production; an admin turns that off first"
                     f" (`slipway deployments policy {name} --no-production`)"
                 )
+            _refuse_during_rollout(row, None, "deleting it")
             before = _deployment_record(row, model)
             session.delete(row)
             self._event(
@@ -641,6 +647,23 @@ def _deployment_record(row: DeploymentRow, model: str) -> DeploymentRecord:
 
 def _deployment_subject(name: str) -> str:
     return f"deployment:{name}"
+
+
+def _refuse_during_rollout(row: DeploymentRow, version: int | None, change: str) -> None:
+    """VersionConflict when a rollout's traffic split is on ``row`` and ``version`` is not its
+    candidate: the rollout would go on judging, and its status showing, versions that no
+    longer serve."""
+    traffic = row.traffic
+    if traffic is None:
+        return
+    candidate = traffic.get("candidate") or traffic.get("shadow")
+    if version is not None and version == candidate:
+        return  # made stable outside the rollout: the controller closes it as promoted
+    raise VersionConflict(
+        f"rollout {traffic.get('rollout_id')} is active on deployment {row.name!r}; {change}"
+        f" would strand it. Promote or abort it first (`slipway rollout promote|abort"
+        f" {row.name}`), or roll back (`slipway rollback {row.name}`)"
+    )
 
 
 def _deployment_exists(name: str) -> VersionConflict:

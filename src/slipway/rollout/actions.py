@@ -13,7 +13,7 @@ from slipway.errors import InvalidInput, VersionConflict
 from slipway.registry.records import DeploymentRecord
 from slipway.registry.store import SqlStore
 from slipway.rollout import gates
-from slipway.rollout.policy import RolloutConfig, RolloutRecord
+from slipway.rollout.policy import RolloutConfig, RolloutRecord, holding
 from slipway.rollout.state import RolloutStore
 
 
@@ -76,15 +76,16 @@ def promote(
     rollouts = RolloutStore(store)
     if rollout.strategy == "bluegreen" and rollout.config.hold_s > 0 and not holding(rollout):
         return rollouts.set_step(
-            rollout.id, 1, actor=actor, event="switched", evidence=data, version=rollout.candidate
+            rollout.id,
+            1,
+            actor=actor,
+            event="switched",
+            evidence=data,
+            version=rollout.candidate,
+            from_step=rollout.step,  # a simultaneous promotion switched first: 409
         )
     version = None if holding(rollout) else rollout.candidate
     return rollouts.finish(rollout.id, "promoted", actor=actor, data=data, version=version)
-
-
-def holding(rollout: RolloutRecord) -> bool:
-    """A blue-green rollout that has switched and holds blue warm for its hold time."""
-    return rollout.strategy == "bluegreen" and rollout.step >= 1
 
 
 def abort(
@@ -100,12 +101,14 @@ def abort(
     """End the rollout and send all traffic back to the stable version (after a blue-green
     switch, during its hold: back to blue, which is still warm)."""
     rollout = rollout or active(store, deployment)
+    # Whether blue-green has switched is decided under the rollout's lock, not on ``rollout``:
+    # a promotion may have switched since it was read.
     return RolloutStore(store).finish(
         rollout.id,
         status,
         actor=actor,
         data={"reason": reason, **(evidence or {})},
-        version=rollout.stable if holding(rollout) else None,
+        back_to_stable=True,
     )
 
 

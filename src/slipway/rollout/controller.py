@@ -12,16 +12,17 @@ import logging
 
 import msgspec
 
-from slipway.errors import DeploymentNotFound, SlipwayError
+from slipway.errors import ApprovalRequired, DeploymentNotFound, SlipwayError
 from slipway.registry.store import SqlStore
 from slipway.rollout import actions, gates
-from slipway.rollout.analysis import ArmStats, evaluate
+from slipway.rollout.analysis import Analysis, ArmStats, evaluate
 from slipway.rollout.policy import ACTIVE, Decision, RolloutRecord, decide
 from slipway.rollout.state import RolloutStore
 
 log = logging.getLogger("slipway.rollout")
 
 LEASE = "rollout-controller"
+GATE = "promotion gate"  # how a wait for a promotion gate's reason begins
 
 
 class RolloutController:
@@ -45,6 +46,9 @@ class RolloutController:
             except SlipwayError as exc:  # e.g. a concurrent operator action won; retry next tick
                 log.warning("rollout %s: %s", rollout.id, exc.message)
                 continue
+            except Exception:  # one rollout that cannot be evaluated must not stall the others
+                log.exception("rollout %s: the controller could not evaluate it", rollout.id)
+                continue
             if decision is not None:
                 decisions.append((rollout.id, decision))
         return decisions
@@ -62,30 +66,36 @@ class RolloutController:
             return None
         if actions.holding(rollout):
             held = (self.rollouts.now() - rollout.step_started_at).total_seconds()
-            if held < rollout.config.hold_s:
+            if rollout.status == "paused" or held < rollout.config.hold_s:
                 return None  # blue stays warm and one `abort` away until the hold passes
             reason = f"held {rollout.config.hold_s:g}s after the switch"
             actions.promote(self.store, rollout.deployment, rollout=rollout, reason=reason)
             return Decision("promote", reason)
         # Made stable outside the rollout (`slipway deploy`, or an older Slipway's two-step
         # promotion cut short): the rollout has nothing left to do.
-        actions.abort(
-            self.store,
-            rollout.deployment,
-            rollout=rollout,
-            status="promoted",
-            reason="candidate already serves as stable",
+        reason = "candidate already serves as stable"
+        self.rollouts.finish(rollout.id, "promoted", data={"reason": reason})
+        return Decision("promote", reason)
+
+    def _wait(self, rollout: RolloutRecord, analysis: Analysis, reason: str) -> None:
+        """Store the analysis; as a "waiting" event when the checks changed, or when a promotion
+        gate holds the rollout for a reason not yet said (once, not every tick)."""
+        changed = rollout.analysis is None or [
+            (c.name, c.status) for c in rollout.analysis.checks
+        ] != [(c.name, c.status) for c in analysis.checks]
+        if not changed and reason.startswith(GATE):
+            last = self.rollouts.events(rollout.id, limit=1)
+            changed = not last or (last[0].kind, last[0].data.get("reason")) != ("waiting", reason)
+        self.rollouts.record_analysis(
+            rollout.id, analysis, event="waiting" if changed else None, data={"reason": reason}
         )
-        return Decision("promote", "candidate already serves as stable")
 
     def step(self, rollout: RolloutRecord) -> Decision | None:
         """Evaluate and act on one rollout; None when there is nothing to decide."""
         try:
             deployment = self.store.get_deployment(rollout.deployment)
         except DeploymentNotFound:
-            actions.abort(
-                self.store, rollout.deployment, rollout=rollout, reason="deployment deleted"
-            )
+            self.rollouts.finish(rollout.id, "aborted", data={"reason": "deployment deleted"})
             return Decision("abort", "deployment deleted")
         if deployment.version == rollout.candidate:
             return self._candidate_serving(rollout.id)
@@ -104,30 +114,25 @@ class RolloutController:
         if decision.action == "promote":
             blocked = gates.unmet(self.store, rollout)
             if blocked:
-                decision = Decision("wait", f"promotion gate: {'; '.join(blocked)}")
+                decision = Decision("wait", f"{GATE}: {'; '.join(blocked)}")
         evidence = {"analysis": msgspec.to_builtins(analysis), "reason": decision.reason}
-        if decision.action == "wait":
-            changed = rollout.analysis is None or [
-                (c.name, c.status) for c in rollout.analysis.checks
-            ] != [(c.name, c.status) for c in analysis.checks]
-            self.rollouts.record_analysis(
-                rollout.id,
-                analysis,
-                event="waiting" if changed else None,
-                data={"reason": decision.reason},
-            )
-        elif decision.action == "advance":
+        if decision.action == "advance":
             self.rollouts.record_analysis(rollout.id, analysis)
-            self.rollouts.set_step(rollout.id, decision.step, evidence=evidence)
+            self.rollouts.set_step(
+                rollout.id, decision.step, evidence=evidence, from_step=rollout.step
+            )
         elif decision.action == "promote":
             self.rollouts.record_analysis(rollout.id, analysis)
-            actions.promote(
-                self.store,
-                rollout.deployment,
-                rollout=rollout,
-                reason=decision.reason,
-                evidence=evidence,
-            )
+            try:
+                actions.promote(
+                    self.store,
+                    rollout.deployment,
+                    rollout=rollout,
+                    reason=decision.reason,
+                    evidence=evidence,
+                )
+            except ApprovalRequired as exc:  # a production deployment: wait for the approval
+                decision = Decision("wait", f"{GATE}: {exc.message}")
         elif decision.action == "rollback":
             self.rollouts.record_analysis(rollout.id, analysis)
             actions.abort(
@@ -138,6 +143,8 @@ class RolloutController:
                 reason=decision.reason,
                 evidence=evidence,
             )
+        if decision.action == "wait":
+            self._wait(rollout, analysis, decision.reason)
         log.info(
             "rollout %s on %s: %s (%s)",
             rollout.id,

@@ -58,7 +58,8 @@ def check_config(config: RolloutConfig) -> None:
     if config.strategy == "canary":
         if not config.steps:
             raise InvalidInput("a canary needs at least one step, e.g. 5,25,50")
-        if any(not 0 < s < 100 for s in config.steps) or list(config.steps) != sorted(config.steps):
+        increasing = all(a < b for a, b in zip(config.steps, config.steps[1:], strict=False))
+        if any(not 0 < s < 100 for s in config.steps) or not increasing:
             raise InvalidInput(
                 "canary steps must be increasing weights between 0 and 100 (exclusive);"
                 " promotion to 100 follows the last step"
@@ -87,8 +88,10 @@ def check_config(config: RolloutConfig) -> None:
             raise InvalidInput("a routing rule matches either a header or a field")
         if rule.arm not in ("stable", "candidate"):
             raise InvalidInput(f"rule arm must be 'stable' or 'candidate', got {rule.arm!r}")
-    if config.gates.min_samples < 1:
-        raise InvalidInput("gates.min_samples must be at least 1")
+    for name in ("min_samples", "min_output_samples", "min_input_samples", "min_feedback"):
+        # A check on no samples is no evidence (and the output one cannot compute on none).
+        if getattr(config.gates, name) < 1:
+            raise InvalidInput(f"gates.{name} must be at least 1")
 
 
 def initial_weight(config: RolloutConfig) -> float:
@@ -119,6 +122,11 @@ class RolloutRecord(msgspec.Struct, frozen=True):
     step_started_at: dt.datetime
     finished_at: dt.datetime | None
     created_by: str | None
+
+
+def holding(rollout: RolloutRecord) -> bool:
+    """A blue-green rollout that has switched and holds blue warm for its hold time."""
+    return rollout.strategy == "bluegreen" and rollout.step >= 1
 
 
 class RolloutEventRecord(msgspec.Struct, frozen=True):

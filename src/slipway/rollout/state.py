@@ -41,7 +41,7 @@ from slipway.registry.db import (
     ServedRequestRow,
     VersionRow,
 )
-from slipway.registry.names import check_name
+from slipway.registry.names import check_name, check_version
 from slipway.registry.promotions import require_approved_candidate
 from slipway.registry.records import TrafficPolicy
 from slipway.registry.store import SqlStore
@@ -52,6 +52,7 @@ from slipway.rollout.policy import (
     RolloutEventRecord,
     RolloutRecord,
     check_config,
+    holding,
     initial_weight,
 )
 
@@ -94,6 +95,7 @@ class RolloutStore:
         """Start a rollout of ``candidate`` on ``deployment``. Raises VersionConflict when one is
         already active there, InvalidInput when ``candidate`` is the stable version."""
         check_name("deployment", deployment)
+        check_version(candidate)
         check_config(config)
         with self._write() as session:
             row, model = _lock_deployment(session, deployment)
@@ -193,11 +195,25 @@ class RolloutStore:
         evidence: Any = None,
         event: str = "advanced",
         version: int | None = None,
+        from_step: int | None = None,
     ) -> RolloutRecord:
         """Move a canary to ``step`` (its weight goes live on every replica); a blue-green
-        rollout to step 1 as it switches the deployment to ``version`` (``event`` "switched")."""
+        rollout to step 1 as it switches the deployment to ``version`` (``event`` "switched").
+        ``from_step``: the step the caller decided on; VersionConflict when another action
+        moved the rollout on since (two simultaneous promotions switch once)."""
         with self._write() as session:
             rollout = self._lock_active(session, rollout_id)
+            if from_step is not None and rollout.step != from_step:
+                if event == "switched":
+                    raise VersionConflict(
+                        f"rollout {rollout.id} already switched {rollout.deployment!r} to"
+                        f" {rollout.model}@{rollout.candidate}; promote again to end its hold"
+                        " now, or abort to switch back"
+                    )
+                raise VersionConflict(
+                    f"rollout {rollout.id} is at step {rollout.step}, not {from_step}: another"
+                    " action moved it first"
+                )
             if version is not None:
                 self.store.switch_version(session, rollout.deployment, version, actor=actor)
             config = msgspec.convert(rollout.config, RolloutConfig)
@@ -248,12 +264,16 @@ class RolloutStore:
         actor: str | None = None,
         data: Any = None,
         version: int | None = None,
+        back_to_stable: bool = False,
     ) -> RolloutRecord:
         """End a rollout as "promoted", "rolled_back" or "aborted" and remove its traffic split
         (all traffic back to the deployment's stable version); with ``version``, point the
-        deployment at it in the same transaction (a promotion, or blue back after a switch)."""
+        deployment at it in the same transaction (a promotion). ``back_to_stable``: a blue-green
+        rollout that has switched (as read under the lock) switches back to blue."""
         with self._write() as session:
             rollout = self._lock_active(session, rollout_id)
+            if back_to_stable and holding(_record(rollout)):
+                version = rollout.stable
             if version is not None:
                 self.store.switch_version(session, rollout.deployment, version, actor=actor)
             now = self.now()
@@ -272,10 +292,12 @@ class RolloutStore:
     def record_analysis(
         self, rollout_id: int, analysis: Analysis, *, event: str | None = None, data: Any = None
     ) -> None:
-        """Store the latest analysis on the rollout; also as an event when ``event`` is given."""
+        """Store the latest analysis on the rollout; also as an event when ``event`` is given.
+        Nothing once the rollout has ended: an analysis read before an operator's abort must not
+        land after it."""
         with self._write() as session:
             rollout = session.get(RolloutRow, rollout_id, with_for_update=True)
-            if rollout is None:
+            if rollout is None or rollout.status not in ACTIVE:
                 return
             rollout.analysis = msgspec.to_builtins(analysis)
             if event is not None:
@@ -356,20 +378,25 @@ class RolloutStore:
     def feedback_by_version(
         self, rollout_id: int, since: dt.datetime | None = None
     ) -> dict[int, dict[str, list[float]]]:
-        """Feedback values joined to the version that served each request of the rollout."""
+        """Feedback values joined to the version that served each request of the rollout: one
+        observation per request and named value, the newest posted (a retried or corrected
+        post replaces, never adds)."""
         query = (
-            select(ServedRequestRow.version, FeedbackRow.values)
+            select(ServedRequestRow.request_id, ServedRequestRow.version, FeedbackRow.values)
             .join(FeedbackRow, FeedbackRow.request_id == ServedRequestRow.request_id)
             .where(ServedRequestRow.rollout_id == rollout_id)
         )
         if since is not None:
             query = query.where(ServedRequestRow.at >= since)
-        result: dict[int, dict[str, list[float]]] = {}
+        latest: dict[tuple[str, int], dict[str, float]] = {}
         with self._read() as session:
-            for version, values in session.execute(query.order_by(FeedbackRow.id)):
-                arm = result.setdefault(version, {})
-                for name, value in values.items():
-                    arm.setdefault(name, []).append(float(value))
+            for request_id, version, values in session.execute(query.order_by(FeedbackRow.id)):
+                latest.setdefault((request_id, version), {}).update(values)
+        result: dict[int, dict[str, list[float]]] = {}
+        for (_, version), values in latest.items():
+            arm = result.setdefault(version, {})
+            for name, value in values.items():
+                arm.setdefault(name, []).append(float(value))
         return result
 
     # -- lease ---------------------------------------------------------------------------------
@@ -458,6 +485,8 @@ def weight_of(config: RolloutConfig, step: int) -> float:
     """The candidate's weight at ``step``."""
     if config.strategy == "canary":
         return config.steps[min(step, len(config.steps) - 1)]
+    if config.strategy == "bluegreen" and step >= 1:
+        return 100.0  # switched: green serves everything while blue is held warm
     return initial_weight(config)
 
 
