@@ -161,3 +161,29 @@ def test_webhook_gives_up_after_its_retries() -> None:
         sender = alerts.WebhookSender([receiver.url], retries=2, sleep=sleep)
         assert not asyncio.run(sender.deliver(receiver.url, event))
     assert receiver.attempts == 3 and sender.failed == 1
+
+
+def test_a_resolved_event_reaches_a_receiver_after_the_firing_it_closes() -> None:
+    # The receiver is down for the firing event's first try; the alert resolves while that
+    # delivery waits to retry. A receiver given "resolved" then "firing" keeps an incident open
+    # for an alert that is over, so the resolved event waits for the firing one.
+    firing = alerts.step(FLOOR, None, 0.0, now=5.0, deployment="d")[1]
+    assert firing is not None and firing.state == "firing"
+    resolved = alerts.step(FLOOR, alerts.AlertState("conv", "d", "firing", 5.0), 1.0, 6.0, "d")[1]
+    assert resolved is not None and resolved.state == "resolved"
+    other = alerts.step(FLOOR, None, 0.0, now=6.0, deployment="e")[1]
+    assert other is not None
+
+    async def scenario(receiver: Receiver) -> alerts.WebhookSender:
+        sender = alerts.WebhookSender([receiver.url], retries=3, backoff_s=0.3)
+        sender.send([firing])
+        await asyncio.sleep(0.1)  # the first try has failed; the retry waits
+        sender.send([resolved, other])
+        await sender.drain()
+        return sender
+
+    with Receiver(fail_first=1) as receiver:
+        sender = asyncio.run(scenario(receiver))
+    states = [(b["event"]["deployment"], b["event"]["state"]) for b in receiver.bodies]
+    assert [s for s in states if s[0] == "d"] == [("d", "firing"), ("d", "resolved")]
+    assert ("e", "firing") in states and sender.delivered == 3

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
+import functools
 import logging
 import math
 import tomllib
@@ -325,7 +326,10 @@ class WebhookSender:
     """POSTs each event as JSON to every URL, retrying failures with exponential backoff.
 
     Delivery runs in background tasks so evaluation never waits on a slow receiver; a
-    receiver still failing after ``retries`` retries is logged and given up on.
+    receiver still failing after ``retries`` retries is logged and given up on. Events of one
+    rule and deployment reach a URL in the order they happened: a resolved event waits until
+    its firing event is delivered or given up on, or a receiver that was down for the firing
+    would get "resolved" first and then keep an incident open for an alert that is over.
     """
 
     def __init__(
@@ -343,15 +347,32 @@ class WebhookSender:
         self.timeout_s = timeout_s
         self._sleep = sleep
         self._tasks: set[asyncio.Task[bool]] = set()
+        # The latest delivery per (url, rule, deployment), which the next one waits for.
+        self._last: dict[tuple[str, str, str], asyncio.Task[bool]] = {}
         self.delivered = 0
         self.failed = 0
 
     def send(self, events: Sequence[AlertEvent]) -> None:
+        loop = asyncio.get_running_loop()
         for event in events:
             for url in self.urls:
-                task = asyncio.get_running_loop().create_task(self.deliver(url, event))
+                key = (url, event.rule, event.deployment)
+                task = loop.create_task(self._deliver_after(self._last.get(key), url, event))
+                self._last[key] = task
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(functools.partial(self._forget, key))
+
+    def _forget(self, key: tuple[str, str, str], task: asyncio.Task[bool]) -> None:
+        if self._last.get(key) is task:
+            del self._last[key]
+
+    async def _deliver_after(
+        self, previous: asyncio.Task[bool] | None, url: str, event: AlertEvent
+    ) -> bool:
+        if previous is not None:
+            await asyncio.wait([previous])  # delivered or given up on, either way
+        return await self.deliver(url, event)
 
     async def deliver(self, url: str, event: AlertEvent) -> bool:
         """One event to one URL, with retries; True when a 2xx came back."""
