@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
@@ -19,6 +20,7 @@ from slipway.server import BackgroundServer
 from slipway.settings import Settings
 
 from ..auth import admin_headers, admin_token
+from ..test_cli import slipway
 from .conftest import Receiver, v2_body
 
 
@@ -337,3 +339,42 @@ def test_series_of_deleted_rules_and_undeployed_versions_leave_the_metrics_page(
             for k in _series(http, name)
         )
     )  # fmt: skip
+
+
+def test_a_stored_rule_named_like_a_file_rule_does_not_refire_every_evaluation(
+    tmp_path: Path, registry, cancer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slipway.monitoring.alert_store import AlertStore
+    from slipway.monitoring.alerts import AlertRule
+
+    from .conftest import monitoring_settings
+
+    x, _ = cancer
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rules]]\nname = "slow"\nkind = "latency_p50"\nthreshold = 0.0\nfor_s = 0\n'
+        'window_s = 30\n[[rules]]\nname = "errors"\nkind = "error_rate"\nthreshold = 0.1\n'
+    )
+    # Added before the file named it, or by a CLI that does not see the server's file.
+    AlertStore(registry.store).add_rule(
+        AlertRule(name="slow", kind="latency_p50", threshold=100.0, for_s=0)
+    )
+    # The CLI refuses a name the rules file uses, as the API does.
+    monkeypatch.setenv("SLIPWAY_ALERT_RULES_FILE", str(rules))
+    home = registry.settings.home
+    refused = slipway(home, "alerts", "add", "errors", "--kind", "error_rate", "--threshold", "1")
+    assert refused.returncode == 2 and "rules file" in refused.stderr, refused.stderr
+    with Receiver() as receiver:
+        settings = monitoring_settings(
+            registry.settings.home, alert_webhooks=receiver.url, alert_rules_file=str(rules)
+        )
+        with (
+            BackgroundServer(settings) as server,
+            httpx.Client(base_url=server.url, headers=admin_headers(settings)) as http,
+        ):
+            _send(http, x[:100])
+            assert _until(lambda: "firing" in _events(receiver, "slow"))
+            time.sleep(1.5)  # several evaluations while the file's rule keeps breaching
+            assert _events(receiver, "slow") == ["firing"]
+            listed = http.get("/api/alerts/rules").json()
+            assert [(r["name"], r["threshold"]) for r in listed] == [("slow", 0.0), ("errors", 0.1)]

@@ -26,15 +26,19 @@ alerts_app = typer.Typer(help="Alert events and rules.", invoke_without_command=
 URL = Annotated[str, typer.Option(help="Slipway server URL")]
 
 
-def _rules() -> list[Any]:
-    from slipway.monitoring.alert_store import AlertStore
+def _file_rules() -> list[Any]:
     from slipway.monitoring.alerts import load_rules
 
     config = settings()
-    rules = load_rules(Path(config.alert_rules_file)) if config.alert_rules_file else []
+    return load_rules(Path(config.alert_rules_file)) if config.alert_rules_file else []
+
+
+def _rules() -> list[Any]:
+    from slipway.monitoring.alert_store import AlertStore
+    from slipway.monitoring.alerts import rules_in_force
+
     with open_registry() as registry:
-        rules += AlertStore(registry.store).list_rules()
-    return rules
+        return rules_in_force(_file_rules(), AlertStore(registry.store).list_rules())
 
 
 @app.command("export")
@@ -167,6 +171,10 @@ def add(
         )  # fmt: skip
     except msgspec.ValidationError as exc:
         raise errors.InvalidInput(f"invalid alert rule: {exc}") from exc
+    if any(r.name == name for r in _file_rules()):
+        raise errors.InvalidInput(
+            f"alert rule {name!r} is defined in the rules file; choose another name"
+        )
     with open_registry() as registry:
         AlertStore(registry.store).add_rule(rule, actor=deployer(registry.store))
     console.print(f"added alert rule {name}")

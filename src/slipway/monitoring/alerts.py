@@ -121,6 +121,18 @@ def load_rules(path: Path) -> list[AlertRule]:
     return [validate_rule(r) for r in rules]
 
 
+def rules_in_force(file_rules: Sequence[AlertRule], stored: Sequence[AlertRule]) -> list[AlertRule]:
+    """The rules file's rules, then the stored (API/CLI) rules whose name the file does not use.
+
+    Names are unique: states and events are keyed by rule name, so two rules of one name would
+    overwrite each other's state and fire again at every evaluation. The API and CLI refuse a
+    name the file uses, but a rule stored before the file named it, or through a CLI or server
+    that reads another file, can share it; the file's rule wins.
+    """
+    names = {rule.name for rule in file_rules}
+    return [*file_rules, *(rule for rule in stored if rule.name not in names)]
+
+
 def breached(rule: AlertRule, value: float | None) -> bool:
     if value is None or math.isnan(value):
         return False

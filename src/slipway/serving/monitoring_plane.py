@@ -180,7 +180,8 @@ class MonitoringPlane:
         if not self.settings.alert_evaluation:  # another worker of this server evaluates them
             return []
         self.business = await asyncio.to_thread(self._business_metrics)
-        rules = [*self.file_rules, *await asyncio.to_thread(self.alert_store.list_rules)]
+        stored = await asyncio.to_thread(self.alert_store.list_rules)
+        rules = alerts.rules_in_force(self.file_rules, stored)
         values = alerts.AlertValues(
             traffic=self.traffic,
             drift=_scores(results, predictions=False),
@@ -315,7 +316,8 @@ class MonitoringPlane:
         return 200, {"states": states, "events": events}
 
     async def _rules(self, request: Request) -> tuple[int, Any]:
-        return 200, [*self.file_rules, *await asyncio.to_thread(self.alert_store.list_rules)]
+        stored = await asyncio.to_thread(self.alert_store.list_rules)
+        return 200, alerts.rules_in_force(self.file_rules, stored)
 
     async def _add_rule(self, api: ManagementApi, request: Request) -> tuple[int, Any]:
         rule = await api._json(request, alerts.AlertRule)
