@@ -281,6 +281,14 @@ def test_business_metric_per_arm_from_feedback_fires_a_floor_alert(
             assert f'slipway_business_metric{{arm="candidate",{labels}}} 0.0' in text
             assert f'slipway_business_metric{{arm="stable",{labels}}} 1.0' in text
 
+            # The rollout ends: the built-in rule resolves (no data), and the per-arm series
+            # leave the page, so the exported Prometheus rule over them resolves too instead
+            # of firing on the last value forever.
+            aborted = http.post("/api/deployments/cancer-prod/rollout/abort", json={})
+            assert aborted.status_code == 200, aborted.text
+            assert _until(lambda: "resolved" in _events(receiver, "conversion"), timeout=20)
+            assert _until(lambda: not _series(http, "slipway_business_metric"))
+
 
 def _series(http: httpx.Client, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return {

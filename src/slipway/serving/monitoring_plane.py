@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,7 @@ class MonitoringPlane:
         self._evaluated_rules: list[alerts.AlertRule] = []  # the last evaluation's
         self.timeline: dict[str, collections.deque[dict[str, Any]]] = {}
         self.business: dict[str, dict[str, float]] = {}
+        self._business_labels: set[tuple[str, str, str]] = set()  # the last evaluation's
         self._task: asyncio.Task[None] | None = None
         self._folder: asyncio.Task[None] | None = None
         self._evaluated_rows = -1
@@ -221,6 +223,7 @@ class MonitoringPlane:
         alert rules see each metric's worst arm. Feedback joins to requests served during a
         rollout, so deployments without one have none."""
         out: dict[str, dict[str, float]] = {}
+        published: set[tuple[str, str, str]] = set()
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=BUSINESS_WINDOW_S)
         for name, record in self.repository.deployments.items():
             traffic = record.traffic
@@ -234,8 +237,14 @@ class MonitoringPlane:
                         continue
                     mean = sum(values) / len(values)
                     self.metrics.business.labels(name, arm, metric).set(mean)
+                    published.add((name, arm, metric))
                     worst = out.setdefault(name, {})
                     worst[metric] = min(worst.get(metric, mean), mean)
+        # A rollout that ended takes its series with it: a last value left on the page would
+        # keep an exported floor rule firing. NaN (several workers) breaches no rule.
+        for gone in self._business_labels - published:
+            self.metrics.retire(self.metrics.business, gone, math.nan)
+        self._business_labels = published
         return out
 
     def _attach_observers(self) -> None:
