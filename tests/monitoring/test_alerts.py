@@ -187,3 +187,44 @@ def test_a_resolved_event_reaches_a_receiver_after_the_firing_it_closes() -> Non
     states = [(b["event"]["deployment"], b["event"]["state"]) for b in receiver.bodies]
     assert [s for s in states if s[0] == "d"] == [("d", "firing"), ("d", "resolved")]
     assert ("e", "firing") in states and sender.delivered == 3
+
+
+def test_a_window_longer_than_an_hour_covers_that_window_not_everything_since_the_start() -> None:
+    # Five hours of errors, then five hours of clean traffic, sampled every minute: a 2-hour
+    # error-rate rule evaluated all along must read the last two hours (no errors), not the
+    # ten since the server started (half errors), or it never resolves.
+    history = alerts.TrafficHistory([0.1, float("inf")])
+    values = alerts.AlertValues(traffic=history)
+    rule = AlertRule(name="e", kind="error_rate", threshold=0.1, for_s=0, window_s=7200)
+    errors = ok = 0.0
+    seen = []
+    for minute in range(600):
+        if minute < 300:
+            errors += 10
+        else:
+            ok += 10
+        history.add(
+            "d", alerts.TrafficSample(60.0 * minute, {"ok": ok, "server_error": errors}, [0, 0])
+        )
+        seen.append(values.value(rule, "d"))
+    assert seen[299] == 1.0
+    assert seen[-1] == 0.0
+    assert seen[360] == pytest.approx(0.5, abs=0.01)  # an hour into the clean traffic
+
+
+def test_a_day_long_window_keeps_a_bounded_history_and_recent_samples_at_full_resolution() -> None:
+    history = alerts.TrafficHistory([0.1, float("inf")])
+    values = alerts.AlertValues(traffic=history)
+    day = AlertRule(name="e", kind="error_rate", threshold=0.1, for_s=0, window_s=86400)
+    quick = AlertRule(name="q", kind="error_rate", threshold=0.1, for_s=0, window_s=10)
+    assert values.value(day, "d") is None  # evaluated from the start: the history keeps a day
+    ticks = 2 * 86400 // 5  # two days sampled every 5 s; errors only in the last 10 s
+    for tick in range(ticks):
+        errors = max(0, tick - (ticks - 3))
+        sample = alerts.TrafficSample(
+            5.0 * tick, {"ok": tick - errors, "server_error": errors}, [0, 0]
+        )
+        history.add("d", sample)
+    assert len(history._samples["d"]) < 4 * alerts.TrafficHistory.COARSE_SAMPLES
+    assert values.value(quick, "d") == 1.0  # the last hour at full resolution
+    assert values.value(day, "d") == pytest.approx(2 / 17280, rel=0.01)

@@ -224,29 +224,60 @@ class TrafficSample:
 
 
 class TrafficHistory:
-    """Cumulative samples per deployment, kept for the longest rule window, for rate windows."""
+    """Cumulative samples per deployment, for rate windows: kept for ``keep_s`` or the longest
+    window asked of :meth:`delta`, whichever is longer.
 
-    def __init__(self, bounds: Sequence[float], keep_s: float = 3600.0) -> None:
+    Every sample of the last ``fine_s`` is kept; older ones are thinned to one per
+    ``keep_s / COARSE_SAMPLES`` seconds, so a day-long window costs a few thousand samples per
+    deployment, and its start is placed to within that step (a longer window, never a shorter).
+    """
+
+    COARSE_SAMPLES = 1000
+
+    def __init__(
+        self, bounds: Sequence[float], keep_s: float = 3600.0, fine_s: float = 3600.0
+    ) -> None:
         self.bounds = list(bounds)
         self.keep_s = keep_s
+        self.fine_s = fine_s
         self._samples: dict[str, list[TrafficSample]] = {}
+        self._trimmed: set[str] = set()  # deployments whose first samples were dropped
+        self._thinned_at: dict[str, int] = {}  # sample count after the last thinning
 
     def add(self, deployment: str, sample: TrafficSample) -> None:
         samples = self._samples.setdefault(deployment, [])
         samples.append(sample)
         while len(samples) > 2 and sample.at - samples[1].at >= self.keep_s:
             samples.pop(0)
+            self._trimmed.add(deployment)
+        if len(samples) > 2 * self._thinned_at.get(deployment, self.COARSE_SAMPLES):
+            samples[:] = self._thin(samples)
+            self._thinned_at[deployment] = max(len(samples), self.COARSE_SAMPLES)
+
+    def _thin(self, samples: list[TrafficSample]) -> list[TrafficSample]:
+        fine_from = samples[-1].at - self.fine_s
+        step = self.keep_s / self.COARSE_SAMPLES
+        kept = [samples[0]]
+        for s in samples[1:]:
+            if s.at >= fine_from or s.at - kept[-1].at >= step:
+                kept.append(s)
+        return kept
 
     def deployments(self) -> list[str]:
         return list(self._samples)
 
     def delta(self, deployment: str, window_s: float) -> tuple[dict[str, float], list[float]]:
         """Requests by outcome and duration bucket counts over the last ``window_s``."""
+        # From now on keep what this window needs: with only the default hour, a longer window
+        # would reach past the history and count everything since the server started.
+        self.keep_s = max(self.keep_s, window_s)
         samples = self._samples.get(deployment, [])
         if not samples:
             return {}, [0.0] * len(self.bounds)
         last = samples[-1]
         first = next((s for s in reversed(samples) if last.at - s.at >= window_s), None)
+        if first is None and deployment in self._trimmed:
+            first = samples[0]  # the window grew past what was kept: the oldest sample left
         if first is None or first is last:
             # The history is shorter than the window: the counters started at zero with the
             # server, so everything they hold falls inside it.
