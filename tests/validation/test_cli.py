@@ -70,3 +70,27 @@ def test_a_parquet_holdout_reads_like_its_csv_and_validates(
     broken.write_bytes(b"PAR1 not really")
     refused = slipway(home, "validate", "cancer@3", "--data", str(broken))
     assert refused.returncode == 2 and "Parquet" in refused.stderr
+
+
+def test_the_printed_report_says_why_a_check_failed_and_files_are_replaced_whole(
+    registry: Registry, holdout_csv: Path, tmp_path: Path
+) -> None:
+    home = registry.settings.home
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("name: ci\nintegration: null\nquality:\n  acc: {min: 0.9}\n")
+    page = tmp_path / "report.html"
+    page.write_text("<html>the previous report</html>")
+    with page.open() as reader:  # a viewer with the previous report open
+        done = slipway(
+            home, "validate", "cancer@1", "--data", str(holdout_csv), "--policy", str(policy),
+            "--html", str(page),
+        )  # fmt: skip
+        assert reader.read() == "<html>the previous report</html>"
+    assert done.returncode == 12, done.stderr
+    # The stage failed on a metric the model lacks: the table names it and the ones it has,
+    # not only "stage ran ... fail".
+    assert "names metric(s) acc" in done.stdout and "accuracy" in done.stdout, done.stdout
+    assert "Validation of cancer@1" in page.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("report")) == [
+        "report.html"
+    ]
