@@ -386,3 +386,37 @@ def test_a_stored_rule_named_like_a_file_rule_does_not_refire_every_evaluation(
             assert _events(receiver, "slow") == ["firing"]
             listed = http.get("/api/alerts/rules").json()
             assert [(r["name"], r["threshold"]) for r in listed] == [("slow", 0.0), ("errors", 0.1)]
+
+
+def test_the_report_holds_the_deployments_alerts_however_busy_the_others_are(
+    http: httpx.Client, server: BackgroundServer, settings: Settings, registry, tmp_path: Path
+) -> None:
+    from slipway.monitoring.alert_store import AlertStore
+    from slipway.monitoring.alerts import AlertEvent
+
+    def event(deployment: str, at: float) -> AlertEvent:
+        return AlertEvent("slow", deployment, "firing", 1.0, 0.5, "warning", at, "slow")
+
+    store = AlertStore(registry.store)
+    store.add_events([event("cancer-prod", 1_800_000_000.0)])
+    store.add_events([event("other", 1_800_000_001.0 + i) for i in range(250)])
+    listed = http.get("/api/alerts", params={"deployment": "cancer-prod"}).json()["events"]
+    assert [e["deployment"] for e in listed] == ["cancer-prod"]
+    assert len(http.get("/api/alerts").json()["events"]) == 200  # the default limit
+    assert http.get("/api/alerts", params={"limit": "0"}).status_code == 400
+    env = {
+        "SLIPWAY_HOME": str(settings.home),
+        "COLUMNS": "200",
+        "SLIPWAY_TOKEN": admin_token(settings),
+    }
+    html_path, json_path = tmp_path / "r.html", tmp_path / "r.json"
+    result = CliRunner().invoke(
+        cli,
+        ["monitor", "report", "cancer-prod", "--url", server.url, "--out", str(html_path),
+         "--json", str(json_path)],
+        env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    alerts = json.loads(json_path.read_text())["alerts"]
+    assert [(a["deployment"], a["at"]) for a in alerts] == [("cancer-prod", 1_800_000_000.0)]
+    assert "No alert events" not in html_path.read_text()

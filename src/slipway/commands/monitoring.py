@@ -24,6 +24,7 @@ app = typer.Typer(
 alerts_app = typer.Typer(help="Alert events and rules.", invoke_without_command=True)
 
 URL = Annotated[str, typer.Option(help="Slipway server URL")]
+REPORT_EVENTS = 1000  # the deployment's newest alert events in a report
 
 
 def _file_rules() -> list[Any]:
@@ -85,10 +86,10 @@ def report(
         bar.add_task(f"reading monitoring of {deployment} from {url}")
         with Client(url, token=os.environ.get("SLIPWAY_TOKEN")) as client:
             monitoring = client._call("GET", f"/api/monitoring/{deployment}")
-            events = [
-                e for e in client._call("GET", "/api/alerts")["events"]
-                if e["deployment"] == deployment
-            ]  # fmt: skip
+            params = {"deployment": deployment, "limit": REPORT_EVENTS}
+            listed = client._call("GET", "/api/alerts", params=params)["events"]
+    # (A server from before the deployment filter answers every deployment's events.)
+    events = [e for e in listed if e["deployment"] == deployment]
     data = report_json(monitoring, events)
     html_path = out or Path(f"{deployment}-report.html")
     json_path = json_out or Path(f"{deployment}-report.json")

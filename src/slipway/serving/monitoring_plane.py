@@ -41,6 +41,7 @@ log = logging.getLogger("slipway.alerts")
 
 BOUNDS = [*LATENCY_BUCKETS, float("inf")]
 TIMELINE_POINTS = 720
+EVENTS_LIMIT, MAX_EVENTS_LIMIT = 200, 10_000  # events GET /api/alerts returns
 BUSINESS_WINDOW_S = 3600.0
 REEVALUATE_S = 60.0  # without new rows, time windows still age: re-test this often
 FOLD_SLICE = 256  # captured requests folded between two yields to the event loop
@@ -320,8 +321,25 @@ class MonitoringPlane:
         )
 
     async def _alerts(self, request: Request) -> tuple[int, Any]:
-        events = await asyncio.to_thread(self.alert_store.list_events, limit=200)
-        states = [s for s in self.states.values() if s.state != "inactive"]
+        from slipway.errors import InvalidInput
+        from slipway.serving.http import query
+
+        params = query(request.scope)
+        deployment = params.get("deployment") or None
+        try:
+            limit = int(params.get("limit", EVENTS_LIMIT))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_EVENTS_LIMIT:
+            raise InvalidInput(f"limit must be a whole number from 1 to {MAX_EVENTS_LIMIT}")
+        events = await asyncio.to_thread(
+            self.alert_store.list_events, deployment=deployment, limit=limit
+        )
+        states = [
+            s
+            for s in self.states.values()
+            if s.state != "inactive" and deployment in (None, s.deployment)
+        ]
         return 200, {"states": states, "events": events}
 
     async def _rules(self, request: Request) -> tuple[int, Any]:
