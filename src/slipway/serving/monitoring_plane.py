@@ -376,6 +376,9 @@ class MonitoringPlane:
             "deployment": name,
             "versions": versions,
             "timeline": list(self.timeline.get(name, [])),
+            # Every request since the server started, by outcome: slipway_requests_total's sum
+            # at the last evaluation (the timeline holds only its last TIMELINE_POINTS).
+            "requests": self.traffic.delta(name, 0.0)[0],
             "policy": msgspec.to_builtins(self.monitor.policy),
             "window": msgspec.to_builtins(self.monitor.window),
             "dropped": self.monitor.dropped,
