@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from slipway import errors
@@ -463,7 +464,10 @@ def main() -> None:
     try:
         app()
     except errors.SlipwayError as exc:
-        err_console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        # One line whatever the width (a CI log's pipe would be wrapped at 80), and the message
+        # as written: it may quote user text such as "recall[1]" or "[/b]", not rich markup.
+        message = escape(exc.message)
+        err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(exit_code_for(exc))
 
 

@@ -94,3 +94,18 @@ def test_the_printed_report_says_why_a_check_failed_and_files_are_replaced_whole
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("report")) == [
         "report.html"
     ]
+
+
+def test_an_error_quoting_brackets_is_one_line_not_a_traceback(
+    registry: Registry, holdout_csv: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('name: "a[/b]"\n')
+    done = slipway(
+        registry.settings.home, "validate", "cancer@1", "--data", str(holdout_csv),
+        "--policy", str(policy),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: invalid policy name 'a[/b]'"), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert latest_report(registry.store, "cancer", 1) is None  # refused before any stage ran
