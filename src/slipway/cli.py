@@ -71,11 +71,18 @@ EXIT_CODES: list[tuple[type[errors.SlipwayError], int]] = [
 ]
 
 
+# A server's answer to the commands that call one (monitor report, predict), by HTTP status.
+HTTP_EXIT_CODES = {400: 2, 401: 8, 403: 8, 404: 3, 409: 4, 413: 2, 422: 2}
+
+
 def exit_code_for(exc: errors.SlipwayError) -> int:
     for kind, code in EXIT_CODES:
         if isinstance(exc, kind):
             return code
-    return 1
+    # slipway.client.ApiError carries the server's status (not imported: it would load httpx
+    # at every start of the command).
+    status = getattr(exc, "status", None)
+    return HTTP_EXIT_CODES.get(status, 1) if isinstance(status, int) else 1
 
 
 @app.command()

@@ -426,3 +426,19 @@ def test_the_report_holds_the_deployments_alerts_however_busy_the_others_are(
     alerts = json.loads(json_path.read_text())["alerts"]
     assert [(a["deployment"], a["at"]) for a in alerts] == [("cancer-prod", 1_800_000_000.0)]
     assert "No alert events" not in html_path.read_text()
+
+
+def test_report_failures_exit_with_the_documented_codes(
+    server: BackgroundServer, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = settings.home
+    out = ["--out", str(tmp_path / "r.html"), "--json", str(tmp_path / "r.json")]
+    monkeypatch.delenv("SLIPWAY_TOKEN", raising=False)
+    anonymous = slipway(home, "monitor", "report", "cancer-prod", "--url", server.url, *out)
+    assert anonymous.returncode == 8, anonymous.stderr  # no valid SLIPWAY_TOKEN
+    monkeypatch.setenv("SLIPWAY_TOKEN", admin_token(settings))
+    missing = slipway(home, "monitor", "report", "nosuch", "--url", server.url, *out)
+    assert missing.returncode == 3 and "nosuch" in missing.stderr, missing.stderr
+    assert not (tmp_path / "r.html").exists()
+    done = slipway(home, "monitor", "report", "cancer-prod", "--url", server.url, *out)
+    assert done.returncode == 0, done.stderr
