@@ -109,3 +109,16 @@ def test_an_error_quoting_brackets_is_one_line_not_a_traceback(
     assert done.stderr.startswith("error: invalid policy name 'a[/b]'"), done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert latest_report(registry.store, "cancer", 1) is None  # refused before any stage ran
+
+
+def test_an_output_file_in_a_missing_directory_is_refused_before_the_suite_runs(
+    registry: Registry, holdout_csv: Path, tmp_path: Path
+) -> None:
+    junit = tmp_path / "missing" / "junit.xml"
+    done = slipway(
+        registry.settings.home, "validate", "cancer@1", "--data", str(holdout_csv),
+        "--junit", str(junit),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: cannot write {junit}") and "Traceback" not in done.stderr
+    assert latest_report(registry.store, "cancer", 1) is None

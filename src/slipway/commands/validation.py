@@ -3,6 +3,7 @@ generator on its own."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Iterator
@@ -125,6 +126,9 @@ def validate(
     from slipway.validation.reports import save_report
 
     model, number = parse_ref(ref)
+    for out in (junit, html, json_out):  # refused now, not after the whole suite has run
+        if out is not None and not out.parent.is_dir():
+            raise errors.InvalidInput(f"cannot write {out}: {out.parent} is not a directory")
     rules = load_policy(policy) if policy is not None else Policy()
     holdout = read_holdout(data, rules.label)
     hooks = None
@@ -175,8 +179,13 @@ def _write(path: Path, data: bytes) -> None:
     """Write to a temporary name beside ``path``, then rename: a CI step or a viewer reading
     the file sees the previous one or the new one whole, never half of it."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise errors.SlipwayError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _print(report: Report) -> None:
