@@ -58,6 +58,13 @@ def test_package_failures_are_one_line_and_an_exit_code(source_home: Path, tmp_p
     assert "handler's tests failed" in done.stderr and not (tmp_path / "b").exists()
     missing = slipway(home, "package", "iris@9", "--out", str(tmp_path / "b"))
     assert missing.returncode == 3 and "iris" in missing.stderr
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    unwritable = slipway(home, "package", "iris@2", "--out", str(taken / "bundle"))
+    assert unwritable.returncode == 11, unwritable.stderr
+    last = unwritable.stderr.splitlines()[-1]  # after the progress line
+    assert last.startswith(f"error: cannot write the bundle {taken / 'bundle'}")
+    assert "Traceback" not in unwritable.stderr
     not_a_bundle = slipway(home, "serve", "--bundle", str(tmp_path), "--port", "0")
     assert not_a_bundle.returncode == 2
     assert "bundle.json is missing" in not_a_bundle.stderr
