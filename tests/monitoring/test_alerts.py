@@ -228,3 +228,19 @@ def test_a_day_long_window_keeps_a_bounded_history_and_recent_samples_at_full_re
     assert len(history._samples["d"]) < 4 * alerts.TrafficHistory.COARSE_SAMPLES
     assert values.value(quick, "d") == 1.0  # the last hour at full resolution
     assert values.value(day, "d") == pytest.approx(2 / 17280, rel=0.01)
+
+
+def test_a_rule_narrowed_to_one_deployment_resolves_where_it_no_longer_applies() -> None:
+    # Deleted and added again under the same name with `deployment = "a"`: its firing for "b"
+    # must close, even though "b" still breaches the old scope's condition.
+    history = alerts.TrafficHistory([0.1, float("inf")])
+    values = alerts.AlertValues(traffic=history, drift={"a": {"x0": 0.5}, "b": {"x0": 0.5}})
+    every = AlertRule(name="drift", kind="drift_score", threshold=0.2, for_s=0)
+    states, events = alerts.evaluate_rules([every], {}, values, now=1.0)
+    assert [(e.deployment, e.state) for e in events] == [("a", "firing"), ("b", "firing")]
+    only_a = AlertRule(name="drift", kind="drift_score", threshold=0.2, for_s=0, deployment="a")
+    states, events = alerts.evaluate_rules([only_a], states, values, now=2.0)
+    assert [(e.deployment, e.state) for e in events] == [("b", "resolved")]
+    assert set(states) == {("drift", "a"), ("drift", "b")}
+    states, events = alerts.evaluate_rules([only_a], states, values, now=3.0)
+    assert events == [] and set(states) == {("drift", "a")}

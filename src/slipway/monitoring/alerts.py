@@ -354,7 +354,9 @@ def evaluate_rules(
         targets |= {d for (r, d), s in states.items() if r == rule.name and s.state == "firing"}
         for deployment in sorted(targets):
             key = (rule.name, deployment)
-            value = values.value(rule, deployment)
+            applies = rule.deployment in ("*", deployment)
+            # A rule changed to another deployment no longer watches this one: it resolves.
+            value = values.value(rule, deployment) if applies else None
             state, event = step(rule, states.get(key), value, now, deployment)
             new_states[key] = state
             if event is not None:
