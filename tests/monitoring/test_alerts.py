@@ -134,6 +134,10 @@ def test_rules_file(tmp_path: Path) -> None:
     path.write_text('[[rules]]\nname = "x"\nkind = "business_metric"\nthreshold = 1\n')
     with pytest.raises(InvalidInput, match="needs a metric"):
         alerts.load_rules(path)
+    yaml = tmp_path / "rules.yaml"  # what an operator used to Prometheus might write
+    yaml.write_text("rules:\n  - name: p99\n    kind: latency_p99\n    threshold: 0.25\n")
+    with pytest.raises(InvalidInput, match=r"TOML: \[\[rules\]\] tables"):
+        alerts.load_rules(yaml)
 
 
 def test_webhook_is_retried_with_backoff_until_it_succeeds() -> None:

@@ -109,8 +109,13 @@ def load_rules(path: Path) -> list[AlertRule]:
     """Rules from a TOML file of ``[[rules]]`` tables (see docs/monitoring.md)."""
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:
         raise InvalidInput(f"cannot read alert rules from {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(
+            f"cannot read alert rules from {path}: {exc}; the rules file is TOML: [[rules]]"
+            " tables (see docs/monitoring.md)"
+        ) from exc
     try:
         rules = msgspec.convert(data.get("rules", []), list[AlertRule])
     except msgspec.ValidationError as exc:
