@@ -171,6 +171,20 @@ def test_an_input_file_that_cannot_be_read_is_invalid_input(
     assert str(file) in line
 
 
+def test_a_long_error_is_one_line_in_a_log_of_any_width(tmp_path) -> None:
+    # CI captures stderr through a pipe: no terminal, so rich would wrap at 80 columns.
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "SLIPWAY_DATABASE_URL")}
+    env.update(SLIPWAY_HOME=str(tmp_path / "home"), NO_COLOR="1")
+    name = "model-" + "x" * 80
+    result = subprocess.run(
+        [sys.executable, "-m", "slipway.cli", "models", "show", name],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1, result.stderr
+    assert name in result.stderr
+
+
 def test_pickle_refused_unless_trusted_then_converted(tmp_path, iris_onnx) -> None:
     import joblib
 

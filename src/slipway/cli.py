@@ -83,7 +83,9 @@ EXIT_CODES: list[tuple[type[errors.SlipwayError], int]] = [
 
 # A server's answer to a command that called it (predict, monitor report), by HTTP status:
 # the exit code the same error would have had locally (serving/errors.py maps them to statuses).
-HTTP_EXIT_CODES: dict[int, int] = {400: 2, 401: 8, 403: 8, 404: 3, 413: 2, 415: 2, 422: 7}
+HTTP_EXIT_CODES: dict[int, int] = {
+    400: 2, 401: 8, 403: 8, 404: 3, 409: 4, 413: 2, 415: 2, 422: 7,
+}  # fmt: skip
 
 
 def exit_code_for(exc: errors.SlipwayError) -> int:
@@ -94,7 +96,10 @@ def exit_code_for(exc: errors.SlipwayError) -> int:
     for kind, code in EXIT_CODES:
         if isinstance(exc, kind):
             return code
-    return 1
+    # slipway.client.ApiError carries the server's status (not imported: it would load httpx
+    # at every start of the command).
+    status = getattr(exc, "status", None)
+    return HTTP_EXIT_CODES.get(status, 1) if isinstance(status, int) else 1
 
 
 @app.command()

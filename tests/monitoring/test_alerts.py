@@ -134,6 +134,10 @@ def test_rules_file(tmp_path: Path) -> None:
     path.write_text('[[rules]]\nname = "x"\nkind = "business_metric"\nthreshold = 1\n')
     with pytest.raises(InvalidInput, match="needs a metric"):
         alerts.load_rules(path)
+    yaml = tmp_path / "rules.yaml"  # what an operator used to Prometheus might write
+    yaml.write_text("rules:\n  - name: p99\n    kind: latency_p99\n    threshold: 0.25\n")
+    with pytest.raises(InvalidInput, match=r"TOML: \[\[rules\]\] tables"):
+        alerts.load_rules(yaml)
 
 
 def test_webhook_is_retried_with_backoff_until_it_succeeds() -> None:
@@ -161,3 +165,86 @@ def test_webhook_gives_up_after_its_retries() -> None:
         sender = alerts.WebhookSender([receiver.url], retries=2, sleep=sleep)
         assert not asyncio.run(sender.deliver(receiver.url, event))
     assert receiver.attempts == 3 and sender.failed == 1
+
+
+def test_a_resolved_event_reaches_a_receiver_after_the_firing_it_closes() -> None:
+    # The receiver is down for the firing event's first try; the alert resolves while that
+    # delivery waits to retry. A receiver given "resolved" then "firing" keeps an incident open
+    # for an alert that is over, so the resolved event waits for the firing one.
+    firing = alerts.step(FLOOR, None, 0.0, now=5.0, deployment="d")[1]
+    assert firing is not None and firing.state == "firing"
+    resolved = alerts.step(FLOOR, alerts.AlertState("conv", "d", "firing", 5.0), 1.0, 6.0, "d")[1]
+    assert resolved is not None and resolved.state == "resolved"
+    other = alerts.step(FLOOR, None, 0.0, now=6.0, deployment="e")[1]
+    assert other is not None
+
+    async def scenario(receiver: Receiver) -> alerts.WebhookSender:
+        sender = alerts.WebhookSender([receiver.url], retries=3, backoff_s=0.3)
+        sender.send([firing])
+        await asyncio.sleep(0.1)  # the first try has failed; the retry waits
+        sender.send([resolved, other])
+        await sender.drain()
+        return sender
+
+    with Receiver(fail_first=1) as receiver:
+        sender = asyncio.run(scenario(receiver))
+    states = [(b["event"]["deployment"], b["event"]["state"]) for b in receiver.bodies]
+    assert [s for s in states if s[0] == "d"] == [("d", "firing"), ("d", "resolved")]
+    assert ("e", "firing") in states and sender.delivered == 3
+
+
+def test_a_window_longer_than_an_hour_covers_that_window_not_everything_since_the_start() -> None:
+    # Five hours of errors, then five hours of clean traffic, sampled every minute: a 2-hour
+    # error-rate rule evaluated all along must read the last two hours (no errors), not the
+    # ten since the server started (half errors), or it never resolves.
+    history = alerts.TrafficHistory([0.1, float("inf")])
+    values = alerts.AlertValues(traffic=history)
+    rule = AlertRule(name="e", kind="error_rate", threshold=0.1, for_s=0, window_s=7200)
+    errors = ok = 0.0
+    seen = []
+    for minute in range(600):
+        if minute < 300:
+            errors += 10
+        else:
+            ok += 10
+        history.add(
+            "d", alerts.TrafficSample(60.0 * minute, {"ok": ok, "server_error": errors}, [0, 0])
+        )
+        seen.append(values.value(rule, "d"))
+    assert seen[299] == 1.0
+    assert seen[-1] == 0.0
+    assert seen[360] == pytest.approx(0.5, abs=0.01)  # an hour into the clean traffic
+
+
+def test_a_day_long_window_keeps_a_bounded_history_and_recent_samples_at_full_resolution() -> None:
+    history = alerts.TrafficHistory([0.1, float("inf")])
+    values = alerts.AlertValues(traffic=history)
+    day = AlertRule(name="e", kind="error_rate", threshold=0.1, for_s=0, window_s=86400)
+    quick = AlertRule(name="q", kind="error_rate", threshold=0.1, for_s=0, window_s=10)
+    assert values.value(day, "d") is None  # evaluated from the start: the history keeps a day
+    ticks = 2 * 86400 // 5  # two days sampled every 5 s; errors only in the last 10 s
+    for tick in range(ticks):
+        errors = max(0, tick - (ticks - 3))
+        sample = alerts.TrafficSample(
+            5.0 * tick, {"ok": tick - errors, "server_error": errors}, [0, 0]
+        )
+        history.add("d", sample)
+    assert len(history._samples["d"]) < 4 * alerts.TrafficHistory.COARSE_SAMPLES
+    assert values.value(quick, "d") == 1.0  # the last hour at full resolution
+    assert values.value(day, "d") == pytest.approx(2 / 17280, rel=0.01)
+
+
+def test_a_rule_narrowed_to_one_deployment_resolves_where_it_no_longer_applies() -> None:
+    # Deleted and added again under the same name with `deployment = "a"`: its firing for "b"
+    # must close, even though "b" still breaches the old scope's condition.
+    history = alerts.TrafficHistory([0.1, float("inf")])
+    values = alerts.AlertValues(traffic=history, drift={"a": {"x0": 0.5}, "b": {"x0": 0.5}})
+    every = AlertRule(name="drift", kind="drift_score", threshold=0.2, for_s=0)
+    states, events = alerts.evaluate_rules([every], {}, values, now=1.0)
+    assert [(e.deployment, e.state) for e in events] == [("a", "firing"), ("b", "firing")]
+    only_a = AlertRule(name="drift", kind="drift_score", threshold=0.2, for_s=0, deployment="a")
+    states, events = alerts.evaluate_rules([only_a], states, values, now=2.0)
+    assert [(e.deployment, e.state) for e in events] == [("b", "resolved")]
+    assert set(states) == {("drift", "a"), ("drift", "b")}
+    states, events = alerts.evaluate_rules([only_a], states, values, now=3.0)
+    assert events == [] and set(states) == {("drift", "a")}

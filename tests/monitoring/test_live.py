@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
@@ -19,6 +20,7 @@ from slipway.server import BackgroundServer
 from slipway.settings import Settings
 
 from ..auth import admin_headers, admin_token
+from ..test_cli import slipway
 from .conftest import Receiver, v2_body
 
 
@@ -137,7 +139,13 @@ def test_drift_and_alerts_end_to_end(
     assert page.count("<svg") >= 32 and "<script" not in page and 'src="http' not in page
     data = json.loads(json_path.read_text())
     assert data["versions"][0]["features"][0]["name"] == "x0"
-    assert data["requests_by_outcome"]["ok"] >= 1 and data["latency"]
+    assert data["latency"]
+    served: dict[str, float] = {}  # slipway_requests_total of cancer-prod, by outcome
+    for labels, value in _series(http, "slipway_requests_total").items():
+        if dict(labels)["deployment"] == "cancer-prod":
+            served[dict(labels)["outcome"]] = served.get(dict(labels)["outcome"], 0.0) + value
+    assert data["requests_by_outcome"] == served == {"ok": 30 + 40}  # 600 rows by 20, 2000 by 50
+    assert f"<td>{served['ok']:.0f}</td>" in page
     assert any(a["rule"] == "drift" for a in data["alerts"])
 
     # Exports: the rules pass promtool; the dashboard reads only metrics the server exports.
@@ -279,6 +287,14 @@ def test_business_metric_per_arm_from_feedback_fires_a_floor_alert(
             assert f'slipway_business_metric{{arm="candidate",{labels}}} 0.0' in text
             assert f'slipway_business_metric{{arm="stable",{labels}}} 1.0' in text
 
+            # The rollout ends: the built-in rule resolves (no data), and the per-arm series
+            # leave the page, so the exported Prometheus rule over them resolves too instead
+            # of firing on the last value forever.
+            aborted = http.post("/api/deployments/cancer-prod/rollout/abort", json={})
+            assert aborted.status_code == 200, aborted.text
+            assert _until(lambda: "resolved" in _events(receiver, "conversion"), timeout=20)
+            assert _until(lambda: not _series(http, "slipway_business_metric"))
+
 
 def _series(http: httpx.Client, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return {
@@ -337,3 +353,113 @@ def test_series_of_deleted_rules_and_undeployed_versions_leave_the_metrics_page(
             for k in _series(http, name)
         )
     )  # fmt: skip
+
+
+def test_a_stored_rule_named_like_a_file_rule_does_not_refire_every_evaluation(
+    tmp_path: Path, registry, cancer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slipway.monitoring.alert_store import AlertStore
+    from slipway.monitoring.alerts import AlertRule
+
+    from .conftest import monitoring_settings
+
+    x, _ = cancer
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rules]]\nname = "slow"\nkind = "latency_p50"\nthreshold = 0.0\nfor_s = 0\n'
+        'window_s = 30\n[[rules]]\nname = "errors"\nkind = "error_rate"\nthreshold = 0.1\n'
+    )
+    # Added before the file named it, or by a CLI that does not see the server's file.
+    AlertStore(registry.store).add_rule(
+        AlertRule(name="slow", kind="latency_p50", threshold=100.0, for_s=0)
+    )
+    # The CLI refuses a name the rules file uses, as the API does.
+    monkeypatch.setenv("SLIPWAY_ALERT_RULES_FILE", str(rules))
+    home = registry.settings.home
+    refused = slipway(home, "alerts", "add", "errors", "--kind", "error_rate", "--threshold", "1")
+    assert refused.returncode == 2 and "rules file" in refused.stderr, refused.stderr
+    with Receiver() as receiver:
+        settings = monitoring_settings(
+            registry.settings.home, alert_webhooks=receiver.url, alert_rules_file=str(rules)
+        )
+        with (
+            BackgroundServer(settings) as server,
+            httpx.Client(base_url=server.url, headers=admin_headers(settings)) as http,
+        ):
+            _send(http, x[:100])
+            assert _until(lambda: "firing" in _events(receiver, "slow"))
+            time.sleep(1.5)  # several evaluations while the file's rule keeps breaching
+            assert _events(receiver, "slow") == ["firing"]
+            listed = http.get("/api/alerts/rules").json()
+            assert [(r["name"], r["threshold"]) for r in listed] == [("slow", 0.0), ("errors", 0.1)]
+
+
+def test_the_report_holds_the_deployments_alerts_however_busy_the_others_are(
+    http: httpx.Client, server: BackgroundServer, settings: Settings, registry, tmp_path: Path
+) -> None:
+    from slipway.monitoring.alert_store import AlertStore
+    from slipway.monitoring.alerts import AlertEvent
+
+    def event(deployment: str, at: float) -> AlertEvent:
+        return AlertEvent("slow", deployment, "firing", 1.0, 0.5, "warning", at, "slow")
+
+    store = AlertStore(registry.store)
+    store.add_events([event("cancer-prod", 1_800_000_000.0)])
+    store.add_events([event("other", 1_800_000_001.0 + i) for i in range(250)])
+    listed = http.get("/api/alerts", params={"deployment": "cancer-prod"}).json()["events"]
+    assert [e["deployment"] for e in listed] == ["cancer-prod"]
+    assert len(http.get("/api/alerts").json()["events"]) == 200  # the default limit
+    assert http.get("/api/alerts", params={"limit": "0"}).status_code == 400
+    env = {
+        "SLIPWAY_HOME": str(settings.home),
+        "COLUMNS": "200",
+        "SLIPWAY_TOKEN": admin_token(settings),
+    }
+    html_path, json_path = tmp_path / "r.html", tmp_path / "r.json"
+    result = CliRunner().invoke(
+        cli,
+        ["monitor", "report", "cancer-prod", "--url", server.url, "--out", str(html_path),
+         "--json", str(json_path)],
+        env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    alerts = json.loads(json_path.read_text())["alerts"]
+    assert [(a["deployment"], a["at"]) for a in alerts] == [("cancer-prod", 1_800_000_000.0)]
+    assert "No alert events" not in html_path.read_text()
+
+
+def test_report_failures_exit_with_the_documented_codes(
+    server: BackgroundServer, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = settings.home
+    out = ["--out", str(tmp_path / "r.html"), "--json", str(tmp_path / "r.json")]
+    monkeypatch.delenv("SLIPWAY_TOKEN", raising=False)
+    anonymous = slipway(home, "monitor", "report", "cancer-prod", "--url", server.url, *out)
+    assert anonymous.returncode == 8, anonymous.stderr  # no valid SLIPWAY_TOKEN
+    monkeypatch.setenv("SLIPWAY_TOKEN", admin_token(settings))
+    missing = slipway(home, "monitor", "report", "nosuch", "--url", server.url, *out)
+    assert missing.returncode == 3 and "nosuch" in missing.stderr, missing.stderr
+    assert not (tmp_path / "r.html").exists()
+    done = slipway(home, "monitor", "report", "cancer-prod", "--url", server.url, *out)
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_output_path_that_cannot_be_written_is_a_one_line_error(
+    server: BackgroundServer, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLIPWAY_TOKEN", admin_token(settings))
+    home, taken = settings.home, tmp_path / "a-file"
+    taken.write_text("not a directory")
+    exported = slipway(home, "monitor", "export", "--out", str(taken))
+    assert exported.returncode == 1, exported.stderr
+    assert exported.stderr.startswith(f"error: cannot write {taken}")
+    assert exported.stderr.count("\n") == 1 and taken.read_text() == "not a directory"
+    nowhere = tmp_path / "missing" / "r.html"
+    reported = slipway(
+        home, "monitor", "report", "cancer-prod", "--url", server.url, "--out", str(nowhere),
+        "--json", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    assert reported.returncode == 1, reported.stderr
+    assert (
+        f"error: cannot write {nowhere}" in reported.stderr and "Traceback" not in reported.stderr
+    )

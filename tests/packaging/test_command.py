@@ -58,6 +58,30 @@ def test_package_failures_are_one_line_and_an_exit_code(source_home: Path, tmp_p
     assert "handler's tests failed" in done.stderr and not (tmp_path / "b").exists()
     missing = slipway(home, "package", "iris@9", "--out", str(tmp_path / "b"))
     assert missing.returncode == 3 and "iris" in missing.stderr
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    unwritable = slipway(home, "package", "iris@2", "--out", str(taken / "bundle"))
+    assert unwritable.returncode == 11, unwritable.stderr
+    last = unwritable.stderr.splitlines()[-1]  # after the progress line
+    assert last.startswith(f"error: cannot write the bundle {taken / 'bundle'}")
+    assert "Traceback" not in unwritable.stderr
     not_a_bundle = slipway(home, "serve", "--bundle", str(tmp_path), "--port", "0")
     assert not_a_bundle.returncode == 2
     assert "bundle.json is missing" in not_a_bundle.stderr
+
+
+def test_a_handler_given_by_a_relative_path_has_its_tests_run(
+    source_home: Path, tmp_path: Path
+) -> None:
+    # As packaging.md shows it: `slipway package churn@3 --out churn-3 --handler hooks/handler.py`
+    home = tmp_path / "home"
+    shutil.copytree(source_home, home)
+    write_handler(tmp_path / "hooks")
+    done = slipway(
+        home, "package", "iris@2", "--out", "iris-2", "--handler", "hooks/handler.py",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    manifest = read_manifest(tmp_path / "iris-2")
+    assert manifest.handler is not None
+    assert (tmp_path / "iris-2" / "handler" / "test_handler.py").is_file()

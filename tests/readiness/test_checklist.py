@@ -238,6 +238,19 @@ def test_a_changed_artifact_fails_the_artifact_and_its_validation(registry: Regi
     assert status == "fail" and "the artifact changed since" in evidence
 
 
+def test_a_failed_validation_check_shows_why_it_failed(registry: Registry) -> None:
+    from slipway.validation.checks import Check
+
+    reason = "policy quality names metric(s) acc that a classification model does not have"
+    validation_report(registry, {"quality": [Check("stage ran", None, "", "fail", reason)]})
+    status, evidence, _ = item(check(registry), "validation_quality")
+    assert status == "fail" and reason in evidence, evidence
+    assert "(info)" not in evidence  # a failed check is not informational
+    validation_report(registry, {"quality": [failing("accuracy", 0.5)]})
+    status, evidence, _ = item(check(registry), "validation_quality")
+    assert "accuracy 0.5 (>= 0.9): below the gate" in evidence, evidence
+
+
 def test_an_approval_goes_stale_when_the_evidence_moves(registry: Registry) -> None:
     request = approvals.request_promotion(registry.store, DEPLOYMENT, "iris", 2, actor="dev")
     approvals.decide(registry.store, request.id, approve=True, actor="lead")

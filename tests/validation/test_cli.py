@@ -83,3 +83,55 @@ def test_a_load_test_where_every_request_fails_exits_non_zero(tmp_path: Path) ->
     line = assert_one_line_error(done, 1)
     assert "none of the 5 requests succeeded" in line and url in line
     assert "p99 ms" in done.stdout  # the measurements are still shown
+
+
+def test_the_printed_report_says_why_a_check_failed_and_files_are_replaced_whole(
+    registry: Registry, holdout_csv: Path, tmp_path: Path
+) -> None:
+    home = registry.settings.home
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("name: ci\nintegration: null\nquality:\n  acc: {min: 0.9}\n")
+    page = tmp_path / "report.html"
+    page.write_text("<html>the previous report</html>")
+    with page.open() as reader:  # a viewer with the previous report open
+        done = slipway(
+            home, "validate", "cancer@1", "--data", str(holdout_csv), "--policy", str(policy),
+            "--html", str(page),
+        )  # fmt: skip
+        assert reader.read() == "<html>the previous report</html>"
+    assert done.returncode == 12, done.stderr
+    # The stage failed on a metric the model lacks: the table names it and the ones it has,
+    # not only "stage ran ... fail".
+    assert "names metric(s) acc" in done.stdout and "accuracy" in done.stdout, done.stdout
+    assert "Validation of cancer@1" in page.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("report")) == [
+        "report.html"
+    ]
+
+
+def test_an_error_quoting_brackets_is_one_line_not_a_traceback(
+    registry: Registry, holdout_csv: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('name: "a[/b]"\n')
+    done = slipway(
+        registry.settings.home, "validate", "cancer@1", "--data", str(holdout_csv),
+        "--policy", str(policy),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: invalid policy name 'a[/b]'"), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert latest_report(registry.store, "cancer", 1) is None  # refused before any stage ran
+
+
+def test_an_output_file_in_a_missing_directory_is_refused_before_the_suite_runs(
+    registry: Registry, holdout_csv: Path, tmp_path: Path
+) -> None:
+    junit = tmp_path / "missing" / "junit.xml"
+    done = slipway(
+        registry.settings.home, "validate", "cancer@1", "--data", str(holdout_csv),
+        "--junit", str(junit),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: cannot write {junit}") and "Traceback" not in done.stderr
+    assert latest_report(registry.store, "cancer", 1) is None

@@ -96,6 +96,8 @@ def test_reports_are_stored_on_the_version_and_attached_as_evidence(registry, ho
         pytest.param("required: [contract, vibes]", "vibes", id="unknown-stage"),
         pytest.param("[1, 2]", "mapping", id="not-a-mapping"),
         pytest.param("a: [", "YAML", id="bad-yaml"),
+        # The name is the stored report's and its evidence's: refused before any stage runs.
+        pytest.param('name: "promotion policy"', "invalid policy name", id="bad-name"),
     ],
 )
 def test_malformed_policies_are_refused_with_the_reason(text: str, message: str) -> None:

@@ -6,6 +6,7 @@ server; the live drift windows live in the serving replica, so ``monitor report`
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -16,6 +17,7 @@ import msgspec
 import typer
 from rich.table import Table
 
+from slipway import errors
 from slipway.commands.common import console, deployer, open_registry, progress, settings
 
 app = typer.Typer(
@@ -24,17 +26,22 @@ app = typer.Typer(
 alerts_app = typer.Typer(help="Alert events and rules.", invoke_without_command=True)
 
 URL = Annotated[str, typer.Option(help="Slipway server URL")]
+REPORT_EVENTS = 1000  # the deployment's newest alert events in a report
+
+
+def _file_rules() -> list[Any]:
+    from slipway.monitoring.alerts import load_rules
+
+    config = settings()
+    return load_rules(Path(config.alert_rules_file)) if config.alert_rules_file else []
 
 
 def _rules() -> list[Any]:
     from slipway.monitoring.alert_store import AlertStore
-    from slipway.monitoring.alerts import load_rules
+    from slipway.monitoring.alerts import rules_in_force
 
-    config = settings()
-    rules = load_rules(Path(config.alert_rules_file)) if config.alert_rules_file else []
     with open_registry() as registry:
-        rules += AlertStore(registry.store).list_rules()
-    return rules
+        return rules_in_force(_file_rules(), AlertStore(registry.store).list_rules())
 
 
 @app.command("export")
@@ -48,17 +55,16 @@ def export(
     from slipway.monitoring import export as exporting
 
     rules = _rules() or exporting.DEFAULT_RULES
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.SlipwayError(f"cannot write {out}: {exc.strerror or exc}") from exc
     files = {
         "slipway-dashboard.json": json.dumps(exporting.dashboard(), indent=2) + "\n",
         "slipway-alerts.rules.yml": exporting.to_yaml(exporting.alerting_rules(rules)),
     }
     for name, text in files.items():
-        target = out / name
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(target)
-        console.print(f"wrote {target}")
+        _write(out / name, text)
     console.print(f"{len(rules)} alert rule(s) exported")
 
 
@@ -81,18 +87,29 @@ def report(
         bar.add_task(f"reading monitoring of {deployment} from {url}")
         with Client(url, token=os.environ.get("SLIPWAY_TOKEN")) as client:
             monitoring = client._call("GET", f"/api/monitoring/{deployment}")
-            events = [
-                e for e in client._call("GET", "/api/alerts")["events"]
-                if e["deployment"] == deployment
-            ]  # fmt: skip
+            params = {"deployment": deployment, "limit": REPORT_EVENTS}
+            listed = client._call("GET", "/api/alerts", params=params)["events"]
+    # (A server from before the deployment filter answers every deployment's events.)
+    events = [e for e in listed if e["deployment"] == deployment]
     data = report_json(monitoring, events)
     html_path = out or Path(f"{deployment}-report.html")
     json_path = json_out or Path(f"{deployment}-report.json")
     for path, text in ((html_path, report_html(data)), (json_path, json.dumps(data, indent=2))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
+        _write(path, text)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write to a temporary name beside ``path``, then rename (a reader never sees half a
+    file); a path that cannot be written is a one-line error, not a traceback."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
-        console.print(f"wrote {path}")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise errors.SlipwayError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    console.print(f"wrote {path}")
 
 
 def _when(at: float) -> str:
@@ -152,7 +169,6 @@ def add(
     severity: Annotated[str, typer.Option(help="Label for receivers")] = "warning",
 ) -> None:
     """Add an alert rule (servers pick it up at their next evaluation)."""
-    from slipway import errors
     from slipway.monitoring.alert_store import AlertStore
     from slipway.monitoring.alerts import KINDS, AlertRule
 
@@ -169,6 +185,10 @@ def add(
         )  # fmt: skip
     except msgspec.ValidationError as exc:
         raise errors.InvalidInput(f"invalid alert rule: {exc}") from exc
+    if any(r.name == name for r in _file_rules()):
+        raise errors.InvalidInput(
+            f"alert rule {name!r} is defined in the rules file; choose another name"
+        )
     with open_registry() as registry:
         AlertStore(registry.store).add_rule(rule, actor=deployer(registry.store))
     console.print(f"added alert rule {name}")

@@ -3,6 +3,7 @@ generator on its own."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from slipway import errors
@@ -136,6 +138,9 @@ def validate(
     from slipway.validation.reports import save_report
 
     model, number = parse_ref(ref)
+    for out in (junit, html, json_out):  # refused now, not after the whole suite has run
+        if out is not None and not out.parent.is_dir():
+            raise errors.InvalidInput(f"cannot write {out}: {out.parent} is not a directory")
     rules = load_policy(policy) if policy is not None else Policy()
     holdout = read_holdout(data, rules.label)
     hooks = None
@@ -172,29 +177,43 @@ def validate(
     _print(report)
     console.print(f"report #{stored.id} stored on {report.ref}")
     if junit is not None:
-        junit.write_bytes(to_junit(report))
+        _write(junit, to_junit(report))
     if html is not None:
-        html.write_text(page, encoding="utf-8")
+        _write(html, page.encode("utf-8"))
     if json_out is not None:
-        json_out.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+        _write(json_out, msgspec.json.format(msgspec.json.encode(report)))
     failed = report.failed_required()
     if failed:
         raise errors.ValidationFailed(report.ref, failed)
 
 
+def _write(path: Path, data: bytes) -> None:
+    """Write to a temporary name beside ``path``, then rename: a CI step or a viewer reading
+    the file sees the previous one or the new one whole, never half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise errors.SlipwayError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 def _print(report: Report) -> None:
     table = Table(title=f"validation of {report.ref} ({report.policy})")
-    for column in ("stage", "check", "value", "threshold", "verdict"):
+    for column in ("stage", "check", "value", "threshold", "verdict", "detail"):
         table.add_column(column)
     colors = {"pass": "green", "fail": "red", "info": "dim"}
     for stage in report.stages:
         for check in stage.checks:
             table.add_row(
                 stage.stage,
-                check.name,
-                str(check.value),
-                check.threshold,
+                escape(check.name),
+                escape(str(check.value)),
+                escape(check.threshold),
                 f"[{colors[check.verdict]}]{check.verdict}[/]",
+                escape(check.detail),  # why a check failed; an exception's text may hold [ ]
             )
     console.print(table)
 

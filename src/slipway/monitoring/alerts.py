@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
+import functools
 import logging
 import math
 import tomllib
@@ -108,8 +109,13 @@ def load_rules(path: Path) -> list[AlertRule]:
     """Rules from a TOML file of ``[[rules]]`` tables (see docs/monitoring.md)."""
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:
         raise InvalidInput(f"cannot read alert rules from {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(
+            f"cannot read alert rules from {path}: {exc}; the rules file is TOML: [[rules]]"
+            " tables (see docs/monitoring.md)"
+        ) from exc
     try:
         rules = msgspec.convert(data.get("rules", []), list[AlertRule])
     except msgspec.ValidationError as exc:
@@ -118,6 +124,18 @@ def load_rules(path: Path) -> list[AlertRule]:
     if len(set(names)) != len(names):
         raise InvalidInput(f"alert rule names in {path} must be unique")
     return [validate_rule(r) for r in rules]
+
+
+def rules_in_force(file_rules: Sequence[AlertRule], stored: Sequence[AlertRule]) -> list[AlertRule]:
+    """The rules file's rules, then the stored (API/CLI) rules whose name the file does not use.
+
+    Names are unique: states and events are keyed by rule name, so two rules of one name would
+    overwrite each other's state and fire again at every evaluation. The API and CLI refuse a
+    name the file uses, but a rule stored before the file named it, or through a CLI or server
+    that reads another file, can share it; the file's rule wins.
+    """
+    names = {rule.name for rule in file_rules}
+    return [*file_rules, *(rule for rule in stored if rule.name not in names)]
 
 
 def breached(rule: AlertRule, value: float | None) -> bool:
@@ -211,29 +229,60 @@ class TrafficSample:
 
 
 class TrafficHistory:
-    """Cumulative samples per deployment, kept for the longest rule window, for rate windows."""
+    """Cumulative samples per deployment, for rate windows: kept for ``keep_s`` or the longest
+    window asked of :meth:`delta`, whichever is longer.
 
-    def __init__(self, bounds: Sequence[float], keep_s: float = 3600.0) -> None:
+    Every sample of the last ``fine_s`` is kept; older ones are thinned to one per
+    ``keep_s / COARSE_SAMPLES`` seconds, so a day-long window costs a few thousand samples per
+    deployment, and its start is placed to within that step (a longer window, never a shorter).
+    """
+
+    COARSE_SAMPLES = 1000
+
+    def __init__(
+        self, bounds: Sequence[float], keep_s: float = 3600.0, fine_s: float = 3600.0
+    ) -> None:
         self.bounds = list(bounds)
         self.keep_s = keep_s
+        self.fine_s = fine_s
         self._samples: dict[str, list[TrafficSample]] = {}
+        self._trimmed: set[str] = set()  # deployments whose first samples were dropped
+        self._thinned_at: dict[str, int] = {}  # sample count after the last thinning
 
     def add(self, deployment: str, sample: TrafficSample) -> None:
         samples = self._samples.setdefault(deployment, [])
         samples.append(sample)
         while len(samples) > 2 and sample.at - samples[1].at >= self.keep_s:
             samples.pop(0)
+            self._trimmed.add(deployment)
+        if len(samples) > 2 * self._thinned_at.get(deployment, self.COARSE_SAMPLES):
+            samples[:] = self._thin(samples)
+            self._thinned_at[deployment] = max(len(samples), self.COARSE_SAMPLES)
+
+    def _thin(self, samples: list[TrafficSample]) -> list[TrafficSample]:
+        fine_from = samples[-1].at - self.fine_s
+        step = self.keep_s / self.COARSE_SAMPLES
+        kept = [samples[0]]
+        for s in samples[1:]:
+            if s.at >= fine_from or s.at - kept[-1].at >= step:
+                kept.append(s)
+        return kept
 
     def deployments(self) -> list[str]:
         return list(self._samples)
 
     def delta(self, deployment: str, window_s: float) -> tuple[dict[str, float], list[float]]:
         """Requests by outcome and duration bucket counts over the last ``window_s``."""
+        # From now on keep what this window needs: with only the default hour, a longer window
+        # would reach past the history and count everything since the server started.
+        self.keep_s = max(self.keep_s, window_s)
         samples = self._samples.get(deployment, [])
         if not samples:
             return {}, [0.0] * len(self.bounds)
         last = samples[-1]
         first = next((s for s in reversed(samples) if last.at - s.at >= window_s), None)
+        if first is None and deployment in self._trimmed:
+            first = samples[0]  # the window grew past what was kept: the oldest sample left
         if first is None or first is last:
             # The history is shorter than the window: the counters started at zero with the
             # server, so everything they hold falls inside it.
@@ -310,7 +359,9 @@ def evaluate_rules(
         targets |= {d for (r, d), s in states.items() if r == rule.name and s.state == "firing"}
         for deployment in sorted(targets):
             key = (rule.name, deployment)
-            value = values.value(rule, deployment)
+            applies = rule.deployment in ("*", deployment)
+            # A rule changed to another deployment no longer watches this one: it resolves.
+            value = values.value(rule, deployment) if applies else None
             state, event = step(rule, states.get(key), value, now, deployment)
             new_states[key] = state
             if event is not None:
@@ -325,7 +376,10 @@ class WebhookSender:
     """POSTs each event as JSON to every URL, retrying failures with exponential backoff.
 
     Delivery runs in background tasks so evaluation never waits on a slow receiver; a
-    receiver still failing after ``retries`` retries is logged and given up on.
+    receiver still failing after ``retries`` retries is logged and given up on. Events of one
+    rule and deployment reach a URL in the order they happened: a resolved event waits until
+    its firing event is delivered or given up on, or a receiver that was down for the firing
+    would get "resolved" first and then keep an incident open for an alert that is over.
     """
 
     def __init__(
@@ -343,15 +397,32 @@ class WebhookSender:
         self.timeout_s = timeout_s
         self._sleep = sleep
         self._tasks: set[asyncio.Task[bool]] = set()
+        # The latest delivery per (url, rule, deployment), which the next one waits for.
+        self._last: dict[tuple[str, str, str], asyncio.Task[bool]] = {}
         self.delivered = 0
         self.failed = 0
 
     def send(self, events: Sequence[AlertEvent]) -> None:
+        loop = asyncio.get_running_loop()
         for event in events:
             for url in self.urls:
-                task = asyncio.get_running_loop().create_task(self.deliver(url, event))
+                key = (url, event.rule, event.deployment)
+                task = loop.create_task(self._deliver_after(self._last.get(key), url, event))
+                self._last[key] = task
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(functools.partial(self._forget, key))
+
+    def _forget(self, key: tuple[str, str, str], task: asyncio.Task[bool]) -> None:
+        if self._last.get(key) is task:
+            del self._last[key]
+
+    async def _deliver_after(
+        self, previous: asyncio.Task[bool] | None, url: str, event: AlertEvent
+    ) -> bool:
+        if previous is not None:
+            await asyncio.wait([previous])  # delivered or given up on, either way
+        return await self.deliver(url, event)
 
     async def deliver(self, url: str, event: AlertEvent) -> bool:
         """One event to one URL, with retries; True when a 2xx came back."""

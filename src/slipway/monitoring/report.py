@@ -20,11 +20,15 @@ REF_COLOUR, CUR_COLOUR = "#4c78a8", "#f58518"
 def report_json(
     monitoring: dict[str, Any], events: Sequence[dict[str, Any]] = ()
 ) -> dict[str, Any]:
-    """The report's numbers: drift per version, latency percentiles over time, error breakdown."""
-    errors: dict[str, float] = {}
-    for point in monitoring.get("timeline", []):
-        for outcome, count in point.get("requests", {}).items():
-            errors[outcome] = errors.get(outcome, 0.0) + count
+    """The report's numbers: drift per version, latency percentiles over time, and requests by
+    outcome since the server started (what ``slipway_requests_total`` sums to)."""
+    totals = monitoring.get("requests")
+    period = "since the server started"
+    if totals is None:  # a server from before the totals: its timeline (the last hour or so)
+        totals, period = {}, "over the timeline"
+        for point in monitoring.get("timeline", []):
+            for outcome, count in point.get("requests", {}).items():
+                totals[outcome] = totals.get(outcome, 0.0) + count
     return {
         "deployment": monitoring["deployment"],
         "generated_at": dt.datetime.now(dt.UTC).isoformat(),
@@ -35,7 +39,8 @@ def report_json(
             {k: p.get(k) for k in ("at", "latency_p50", "latency_p95", "latency_p99")}
             for p in monitoring.get("timeline", [])
         ],
-        "requests_by_outcome": errors,
+        "requests_by_outcome": totals,
+        "requests_period": period,
         "alerts": list(events),
         "capture_dropped": monitoring.get("dropped", 0),
     }
@@ -200,9 +205,12 @@ def report_html(data: dict[str, Any]) -> str:
         parts.append(f"<p>{len(latency)} points from {first} to {last} (UTC).</p>")
     else:
         parts.append("<p>No traffic recorded yet.</p>")
-    parts.append("<h2>Requests by outcome</h2><table><tr><th>outcome</th><th>requests</th></tr>")
+    parts.append(
+        f"<h2>Requests by outcome</h2><p>{_e(data.get('requests_period', ''))}</p>"
+        "<table><tr><th>outcome</th><th>requests</th></tr>"
+    )
     parts.extend(
-        f"<tr><td>{_e(k)}</td><td>{_fmt(v)}</td></tr>"
+        f"<tr><td>{_e(k)}</td><td>{v:.0f}</td></tr>"  # a count in full (_fmt: 9e+04)
         for k, v in sorted(data["requests_by_outcome"].items())
     )
     parts.append("</table><h2>Alerts</h2>")

@@ -173,8 +173,11 @@ def write_bundle(
     step(f"verifying {record.ref} sha256:{record.digest[:12]}")
     artifact = artifacts.verified_path(record.digest)
     handler = _checked_handler(options, step)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise PackagingFailed(f"cannot write the bundle {out}: {exc.strerror or exc}") from exc
     work.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
         manifest = _assemble(

@@ -122,7 +122,8 @@ def run_handler_tests(
             f"the handler in {directory} has no tests; add test_handler.py beside handler.py"
             " (its tests run at package time)"
         )
-    # By name: pytest runs in the handler's directory, where a relative path would not point.
+    # pytest runs in the handler's directory, so the files are named from there (a relative
+    # --handler such as hooks/handler.py would otherwise name hooks/hooks/test_handler.py).
     command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(t.name for t in tests)]
     try:
         done = subprocess.run(

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from slipway.errors import InvalidInput, RolloutNotFound, SlipwayError
 from slipway.governance import approvals, audit
 from slipway.monitoring.alert_store import AlertStore
-from slipway.monitoring.alerts import AlertRule, load_rules
+from slipway.monitoring.alerts import AlertRule, load_rules, rules_in_force
 from slipway.packaging.record import PACKAGED
 from slipway.registry.artifacts import ArtifactStore
 from slipway.registry.records import DeploymentRecord, EventRecord, VersionRecord
@@ -70,9 +70,8 @@ def gather(
         if r.model == version.model and r.version == version.number
     ]
     rollouts = [] if deployment is None else _rollouts(store, deployment.name)
-    rules = list(AlertStore(store).list_rules())
-    if settings.alert_rules_file:
-        rules += load_rules(Path(settings.alert_rules_file))
+    file_rules = load_rules(Path(settings.alert_rules_file)) if settings.alert_rules_file else []
+    rules = rules_in_force(file_rules, AlertStore(store).list_rules())
     try:
         verification, audit_problem = audit.verify(store), None
     except SlipwayError as exc:

@@ -240,14 +240,23 @@ def _stage(f: Facts, stage: str, *, optional_without_baseline: bool = False) -> 
     checks = found.get("checks", [])
     failed = [c for c in checks if c.get("verdict") == "fail"]
     shown = failed or [c for c in checks if c.get("verdict") == "pass"]
-    detail = "; ".join(
-        f"{c.get('name')} {c.get('value')} ({c.get('threshold') or 'info'})" for c in shown[:4]
-    )
+    detail = "; ".join(_check_text(c) for c in shown[:4])
     unchanged = f"artifact sha256:{f.version.digest[:12]} unchanged since"
     if failed:
         text = f"{where}: {len(failed)} of {len(checks)} checks fail: {detail}"
         return "fail", text, _validate(f)
     return "pass", f"{where}: {len(checks)} checks pass: {detail}; {unchanged}", None
+
+
+def _check_text(check: dict[str, Any]) -> str:
+    """``name value (threshold)``, and for a failed check why (a stage that raised has only
+    its reason to show)."""
+    text = f"{check.get('name')} {check.get('value')}"
+    if check.get("threshold"):
+        text += f" ({check['threshold']})"
+    if check.get("verdict") == "fail" and check.get("detail"):
+        text += f": {check['detail']}"
+    return text
 
 
 def validation_quality(f: Facts) -> Verdict:

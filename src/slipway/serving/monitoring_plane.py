@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,7 @@ log = logging.getLogger("slipway.alerts")
 
 BOUNDS = [*LATENCY_BUCKETS, float("inf")]
 TIMELINE_POINTS = 720
+EVENTS_LIMIT, MAX_EVENTS_LIMIT = 200, 10_000  # events GET /api/alerts returns
 BUSINESS_WINDOW_S = 3600.0
 REEVALUATE_S = 60.0  # without new rows, time windows still age: re-test this often
 FOLD_SLICE = 256  # captured requests folded between two yields to the event loop
@@ -108,6 +110,7 @@ class MonitoringPlane:
         self._evaluated_rules: list[alerts.AlertRule] = []  # the last evaluation's
         self.timeline: dict[str, collections.deque[dict[str, Any]]] = {}
         self.business: dict[str, dict[str, float]] = {}
+        self._business_labels: set[tuple[str, str, str]] = set()  # the last evaluation's
         self._task: asyncio.Task[None] | None = None
         self._folder: asyncio.Task[None] | None = None
         self._evaluated_rows = -1
@@ -180,7 +183,8 @@ class MonitoringPlane:
         if not self.settings.alert_evaluation:  # another worker of this server evaluates them
             return []
         self.business = await asyncio.to_thread(self._business_metrics)
-        rules = [*self.file_rules, *await asyncio.to_thread(self.alert_store.list_rules)]
+        stored = await asyncio.to_thread(self.alert_store.list_rules)
+        rules = alerts.rules_in_force(self.file_rules, stored)
         values = alerts.AlertValues(
             traffic=self.traffic,
             drift=_scores(results, predictions=False),
@@ -220,6 +224,7 @@ class MonitoringPlane:
         alert rules see each metric's worst arm. Feedback joins to requests served during a
         rollout, so deployments without one have none."""
         out: dict[str, dict[str, float]] = {}
+        published: set[tuple[str, str, str]] = set()
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=BUSINESS_WINDOW_S)
         for name, record in self.repository.deployments.items():
             traffic = record.traffic
@@ -233,8 +238,14 @@ class MonitoringPlane:
                         continue
                     mean = sum(values) / len(values)
                     self.metrics.business.labels(name, arm, metric).set(mean)
+                    published.add((name, arm, metric))
                     worst = out.setdefault(name, {})
                     worst[metric] = min(worst.get(metric, mean), mean)
+        # A rollout that ended takes its series with it: a last value left on the page would
+        # keep an exported floor rule firing. NaN (several workers) breaches no rule.
+        for gone in self._business_labels - published:
+            self.metrics.retire(self.metrics.business, gone, math.nan)
+        self._business_labels = published
         return out
 
     def _attach_observers(self) -> None:
@@ -310,12 +321,30 @@ class MonitoringPlane:
         )
 
     async def _alerts(self, request: Request) -> tuple[int, Any]:
-        events = await asyncio.to_thread(self.alert_store.list_events, limit=200)
-        states = [s for s in self.states.values() if s.state != "inactive"]
+        from slipway.errors import InvalidInput
+        from slipway.serving.http import query
+
+        params = query(request.scope)
+        deployment = params.get("deployment") or None
+        try:
+            limit = int(params.get("limit", EVENTS_LIMIT))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_EVENTS_LIMIT:
+            raise InvalidInput(f"limit must be a whole number from 1 to {MAX_EVENTS_LIMIT}")
+        events = await asyncio.to_thread(
+            self.alert_store.list_events, deployment=deployment, limit=limit
+        )
+        states = [
+            s
+            for s in self.states.values()
+            if s.state != "inactive" and deployment in (None, s.deployment)
+        ]
         return 200, {"states": states, "events": events}
 
     async def _rules(self, request: Request) -> tuple[int, Any]:
-        return 200, [*self.file_rules, *await asyncio.to_thread(self.alert_store.list_rules)]
+        stored = await asyncio.to_thread(self.alert_store.list_rules)
+        return 200, alerts.rules_in_force(self.file_rules, stored)
 
     async def _add_rule(self, api: ManagementApi, request: Request) -> tuple[int, Any]:
         rule = await api._json(request, alerts.AlertRule)
@@ -347,6 +376,9 @@ class MonitoringPlane:
             "deployment": name,
             "versions": versions,
             "timeline": list(self.timeline.get(name, [])),
+            # Every request since the server started, by outcome: slipway_requests_total's sum
+            # at the last evaluation (the timeline holds only its last TIMELINE_POINTS).
+            "requests": self.traffic.delta(name, 0.0)[0],
             "policy": msgspec.to_builtins(self.monitor.policy),
             "window": msgspec.to_builtins(self.monitor.window),
             "dropped": self.monitor.dropped,

@@ -17,6 +17,7 @@ import msgspec
 
 from slipway.errors import InvalidInput
 from slipway.governance.evidence import ApprovalPolicy
+from slipway.registry.names import check_name
 from slipway.rollout.analysis import GateConfig
 from slipway.yamlfile import parse_yaml, read_text
 
@@ -110,6 +111,8 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shadow: ShadowPolicy | None = None
 
     def __post_init__(self) -> None:
+        # The stored report and its evidence take this name: refuse a bad one before any stage.
+        check_name("policy", self.name)
         unknown = sorted(set(self.required) - set(STAGES))
         if unknown:
             raise InvalidInput(
