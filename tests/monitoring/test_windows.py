@@ -255,3 +255,45 @@ def test_a_captured_request_shaped_unlike_the_first_is_left_out_of_the_fold() ->
     assert latest.windows["colour"] == {"a": 4}
     x = latest.windows["x[0]"]
     assert isinstance(x, drift.NumericCounts) and x.n == 4 and x.over_sum == 0.0
+
+
+def test_drift_series_leave_the_page_when_the_window_ages_below_the_minimum() -> None:
+    # Drift was detected, then traffic stopped and the time window emptied: the verdict is
+    # "insufficient" now and the built-in drift rule resolves; the gauges must not keep saying
+    # "drift" (the exported Prometheus rule and the dashboard read them).
+    from prometheus_client import CollectorRegistry
+
+    from slipway.monitoring.metrics import ServingMetrics
+
+    metrics = ServingMetrics(CollectorRegistry(), process=False, gpu=False)
+    now = [1000.0]
+    monitor = LiveMonitor(
+        metrics, window=WindowConfig(kind="time", size=60, slots=6), clock=lambda: now[0]
+    )
+
+    class Record:
+        number, digest, model, profile = 1, "d", "m", _profile(np.random.default_rng(9))
+
+    rng = np.random.default_rng(10)
+    for _ in range(300):
+        x = rng.normal(3.0, 1.0, size=(1, 2))  # far from the reference
+        monitor.offer(
+            "dep", _Loaded(Record), {"x": x, "colour": np.array(["a"])}, {"score": x[:, 0]}
+        )
+    monitor.fold_pending()
+    monitor.evaluate()
+    labels = {"deployment": "dep", "version": "1", "feature": "x[0]"}
+    assert metrics.registry.get_sample_value("slipway_drift_detected", labels) == 1.0
+    now[0] += 120.0  # two windows later, nothing new
+    result = monitor.evaluate()[("dep", 1)]
+    assert result.rows == 0 and {f.verdict for f in result.report.features} == {"insufficient"}
+    for name in ("slipway_drift_detected", "slipway_drift_score", "slipway_drift_p_value"):
+        assert metrics.registry.get_sample_value(name, labels) is None, name
+    output = {"deployment": "dep", "version": "1", "output": "score"}
+    assert metrics.registry.get_sample_value("slipway_prediction_drift_score", output) is None
+    assert (
+        metrics.registry.get_sample_value(
+            "slipway_drift_window_rows", {"deployment": "dep", "version": "1"}
+        )
+        == 0.0
+    )

@@ -231,18 +231,34 @@ class LiveMonitor:
         version = str(number)
         published = self._published.setdefault((deployment, number), (set(), set()))
         m.drift_window_rows.labels(deployment, version).set(rows)
+        # A feature whose window fell below min_samples (a time window that aged while traffic
+        # stopped) has no verdict any more: its last one leaves the page, as the built-in rules
+        # see no data, instead of saying "drift" until traffic returns.
         for f in report.features:
-            if f.verdict == "insufficient":
-                continue
             labels = (deployment, version, f.name)
+            if f.verdict == "insufficient":
+                if f.name in published[0]:
+                    self._retire_feature(m, labels)
+                    published[0].discard(f.name)
+                continue
             m.drift_score.labels(*labels).set(f.psi)
             m.drift_p_value.labels(*labels).set(f.adjusted_p)
             m.drift_detected.labels(*labels).set(1.0 if f.drifted else 0.0)
             published[0].add(f.name)
         for f in report.predictions:
+            labels = (deployment, version, f.name)
             if f.verdict != "insufficient":
-                m.prediction_drift.labels(deployment, version, f.name).set(f.psi)
+                m.prediction_drift.labels(*labels).set(f.psi)
                 published[1].add(f.name)
+            elif f.name in published[1]:
+                m.retire(m.prediction_drift, labels, 0.0)
+                published[1].discard(f.name)
+
+    @staticmethod
+    def _retire_feature(m: ServingMetrics, labels: tuple[str, str, str]) -> None:
+        m.retire(m.drift_score, labels, 0.0)
+        m.retire(m.drift_p_value, labels, 1.0)
+        m.retire(m.drift_detected, labels, 0.0)
 
     def _retire(self, key: Key) -> None:
         """Take an undeployed version's drift series off the metrics page."""
@@ -253,9 +269,6 @@ class LiveMonitor:
         deployment, version = key[0], str(key[1])
         m.retire(m.drift_window_rows, (deployment, version), 0.0)
         for name in features:
-            labels = (deployment, version, name)
-            m.retire(m.drift_score, labels, 0.0)
-            m.retire(m.drift_p_value, labels, 1.0)
-            m.retire(m.drift_detected, labels, 0.0)
+            self._retire_feature(m, (deployment, version, name))
         for name in outputs:
             m.retire(m.prediction_drift, (deployment, version, name), 0.0)
