@@ -214,6 +214,11 @@ def test_a_broken_or_slow_shadow_changes_nothing_for_the_caller(registry: Regist
                 what="the shadow report",
             )
             assert report["dropped"] > 0, report  # type: ignore[index]
+            # Each drop is on the metrics page as it happens (the report's counts are flushed).
+            page = http.get("/metrics").text
+            line = 'slipway_shadow_dropped_total{deployment="cancer-prod"} '
+            counted = float(page.split(line, 1)[1].split("\n", 1)[0])
+            assert counted >= report["dropped"], (counted, report)  # type: ignore[index]
             assert report["shadow_errors"] > 0 and report["shadow_timeouts"] > 0  # type: ignore[index]
     finally:
         server.stop()

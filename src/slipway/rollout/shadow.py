@@ -250,7 +250,10 @@ class ShadowMirror:
         self._started = False
         self._waking = False  # a worker was woken and has not run yet
         self._tasks: list[asyncio.Task[None]] = []
-        self.dropped = 0  # all-time, for metrics
+        self.dropped = 0  # all-time
+        # Called with the deployment's name for each request dropped from a full queue (the
+        # serving layer counts it in slipway_shadow_dropped_total).
+        self.on_drop: Callable[[str], None] | None = None
         # Called as traced(trace, started_ns, error) after a traced job (the serving layer's
         # tracing adds a ``shadow`` span to the request's trace).
         self.traced: Callable[[Any, int, str | None], None] | None = None
@@ -291,6 +294,8 @@ class ShadowMirror:
         if len(self._jobs) >= self.max_queue:
             stats.dropped += 1
             self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(deployment)
             return
         self._jobs.append(
             _Job(

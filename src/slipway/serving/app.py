@@ -94,6 +94,8 @@ class SlipwayApp:
         )
         self.management = ManagementApi(self.store, self.artifacts, settings, self.access)
         self.rollouts = RolloutPlane(self.store, self.repository, settings)
+        shadow_dropped = self.metrics.shadow_dropped
+        self.rollouts.mirror.on_drop = lambda deployment: shadow_dropped.labels(deployment).inc()
         self.rollouts.add_routes(self.management)
         self.monitoring = MonitoringPlane(self.store, self.repository, self.metrics, settings)
         self.monitoring.add_routes(self.management)
