@@ -147,9 +147,13 @@ def chromium_path(request: pytest.FixtureRequest) -> str:
     return found.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(request: pytest.FixtureRequest, chromium_path: str) -> Iterator[Any]:
-    """A headless Chromium (Playwright's Python package driving Debian's browser)."""
+    """A headless Chromium (Playwright's Python package driving Debian's browser).
+
+    Module-scoped: while Playwright's sync API runs, its event loop counts as running in the
+    main thread, and every later test that calls ``asyncio.run`` there would fail.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
