@@ -293,3 +293,26 @@ def test_csv_booleans_and_whole_numbers_are_read_as_such(identity_server):
         assert small.status_code == 400 and "whole numbers" in small.json()["error"]
         ok = http.post("/v1/models/small-prod:predict", json={"instances": [[1, -2], [3.0, 4]]})
         assert ok.json() == {"predictions": [[1, -2], [3, 4]]}
+
+
+@pytest.mark.parametrize("value", [None, {"a": 1}, [1]])
+def test_text_inputs_refuse_null_objects_and_lists(identity_server, value):
+    """They reached the model as Python's text of them ("None")."""
+    with httpx.Client(base_url=identity_server.url, timeout=10) as http:
+        for path, body in [
+            ("/v1/models/text-prod:predict", {"instances": [[value, "a"]]}),
+            ("/mlflow/text-prod/invocations", {"dataframe_records": [{"a": value, "b": "a"}]}),
+            ("/mlflow/text-prod/invocations", {"inputs": {"x": [[value, "a"]]}}),
+            ("/predict/text-prod", {"instances": [[value, "a"]]}),
+        ]:
+            answer = http.post(path, json=body)
+            assert answer.status_code == 400, (path, answer.text)
+            assert "BYTES" in answer.json()["error"], (path, answer.text)
+        ok = http.post("/v1/models/text-prod:predict", json={"instances": [["é", "a"]]})
+        assert ok.json() == {"predictions": [["é", "a"]]}
+        csv = http.post(
+            "/mlflow/text-prod/invocations",
+            content="a,b\n12,x\n",
+            headers={"content-type": "text/csv"},
+        )
+        assert csv.status_code == 200, csv.text

@@ -88,12 +88,14 @@ def _identity_onnx(path: Path, element_type: int) -> Path:
 
 @pytest.fixture
 def identity_server(settings: Settings, tmp_path: Path) -> Iterator[BackgroundServer]:
-    """Identity ONNX models with two-column inputs that are not floats: ``small-prod`` (INT8)
-    and ``flags-prod`` (BOOL)."""
+    """Identity ONNX models with two-column inputs that are not floats: ``small-prod`` (INT8),
+    ``flags-prod`` (BOOL) and ``text-prod`` (BYTES: an ONNX string tensor)."""
     with Registry(settings) as registry:
         registry.register_onnx("small", _identity_onnx(tmp_path / "int8.onnx", TensorProto.INT8))
         registry.store.create_deployment("small-prod", "small", 1)
         registry.register_onnx("flags", _identity_onnx(tmp_path / "bool.onnx", TensorProto.BOOL))
         registry.store.create_deployment("flags-prod", "flags", 1)
+        registry.register_onnx("text", _identity_onnx(tmp_path / "text.onnx", TensorProto.STRING))
+        registry.store.create_deployment("text-prod", "text", 1)
     with BackgroundServer(settings) as server:
         yield server

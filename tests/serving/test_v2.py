@@ -289,6 +289,33 @@ def test_inputs_the_model_cannot_take_unchanged_are_refused(
     assert response.json()["outputs"][0]["data"] == [1, -2]
 
 
+def test_bytes_reach_an_onnx_string_model_as_text(identity_server) -> None:
+    """V2 BYTES arrive as bytes; onnxruntime made "a" into the text "b'a'" (str() of bytes)."""
+    import httpx
+
+    url = f"{identity_server.url}/v2/models/text-prod/infer"
+    body = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "BYTES", "data": []}]}
+    body["inputs"][0]["data"] = ["a", "é", "", "x y"]
+    response = httpx.post(url, json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == ["a", "é", "", "x y"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [pytest.param(1, id="number"), pytest.param(None, id="null"), pytest.param({}, id="object")],
+)
+def test_bytes_data_must_be_strings(identity_server, value) -> None:
+    """A number, null or object in BYTES data reached the model as its Python text ("None")."""
+    import httpx
+
+    url = f"{identity_server.url}/v2/models/text-prod/infer"
+    body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BYTES", "data": [value, "a"]}]}
+    response = httpx.post(url, json=body)
+    assert response.status_code == 400, response.text
+    assert "BYTES data must be strings" in response.json()["error"]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [

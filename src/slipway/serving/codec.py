@@ -122,6 +122,17 @@ def check_whole(values: list[Any], dtype: np.dtype[Any], datatype: str, what: st
             raise InvalidInput(f"{what}: {datatype} data must be whole numbers, got {value!r:.40}")
 
 
+def check_text(array: np.ndarray, what: str) -> None:
+    """For a BYTES (object) ``array`` of rows or columns: InvalidInput when a value is null, an
+    object or a list, which would reach the model as Python's text of it ("None")."""
+    if array.dtype == np.dtype(object):
+        for value in array.ravel():
+            if value is None or isinstance(value, dict | list):
+                raise InvalidInput(
+                    f"{what}: BYTES values must be strings (or numbers), got {value!r:.40}"
+                )
+
+
 def check_whole_rows(array: np.ndarray, rows: Any, datatype: str, what: str) -> None:
     """``check_whole`` for ``rows`` already converted to ``array`` (so regular: its values are
     read back as they were sent)."""
@@ -161,8 +172,10 @@ def decode_tensor(tensor: RequestInput, *, max_rows: int) -> np.ndarray:
         check_whole(data, dtype, tensor.datatype, f"input {tensor.name!r}")
     try:
         if tensor.datatype == "BYTES":
+            if not all(type(v) is str for v in data):  # the model got str(None) = "None"
+                raise InvalidInput(f"input {tensor.name!r}: BYTES data must be strings")
             array = np.empty(len(data), dtype=object)
-            array[:] = [v.encode() if isinstance(v, str) else v for v in data]
+            array[:] = [v.encode() for v in data]
         else:
             with np.errstate(over="raise"):  # 1e39 as FP32 is a client error, not inf
                 array = np.array(data, dtype=dtype)
@@ -370,6 +383,7 @@ def decode_predict_request(
         ) from exc
     check_finite(array, "instances")
     check_whole_rows(array, rows, spec.datatype, "instances")
+    check_text(array, "instances")
     if array.ndim != len(spec.shape):
         raise SchemaMismatch(
             f"instances must be rows with shape {spec.shape[1:]} each; got array of shape"
