@@ -4,6 +4,7 @@ from tests.serving.conftest import (  # noqa: F401  (fixtures are found by name)
     cancer,
     cancer_models,
     http,
+    identity_server,
     iris_model,
     registry,
     server,

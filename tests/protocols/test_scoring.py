@@ -250,3 +250,69 @@ def test_row_limit_applies_to_every_protocol(tmp_path, registry, cancer):
         ok = http.post("/v1/models/cancer-prod:predict", json={"instances": rows[:3]})
     assert v2.status_code == v1.status_code == mlflow.status_code == 413
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("deployment", "rows", "fragment"),
+    [
+        pytest.param("flags-prod", [["false", "true"]], "true or false", id="bool-from-strings"),
+        pytest.param("flags-prod", [[2, 0]], "true or false", id="bool-from-numbers"),
+        pytest.param("small-prod", [[1.5, 2]], "whole numbers", id="fraction-in-int8"),
+        pytest.param("small-prod", [[1000, 2]], "INT8", id="wraps-in-int8"),
+    ],
+)
+def test_bool_and_integer_inputs_take_only_their_own_values(
+    identity_server, deployment: str, rows: list, fragment: str
+):
+    """As on V2: numpy read "false" as True and truncated 1.5 to 1, served with 200."""
+    with httpx.Client(base_url=identity_server.url, timeout=10) as http:
+        for path, body in [
+            (f"/v1/models/{deployment}:predict", {"instances": rows}),
+            (f"/mlflow/{deployment}/invocations", {"dataframe_split": {"data": rows}}),
+            (f"/mlflow/{deployment}/invocations", {"inputs": {"x": rows}}),
+        ]:
+            answer = http.post(path, json=body)
+            assert answer.status_code == 400, (path, answer.text)
+            assert fragment in answer.json()["error"], (path, answer.text)
+
+
+def test_csv_booleans_and_whole_numbers_are_read_as_such(identity_server):
+    with httpx.Client(base_url=identity_server.url, timeout=10) as http:
+        flags = http.post(
+            "/mlflow/flags-prod/invocations",
+            content="a,b\nfalse,TRUE\nTrue,False\n",
+            headers={"content-type": "text/csv"},
+        )
+        assert flags.status_code == 200, flags.text
+        assert flags.json() == {"predictions": [[False, True], [True, False]]}
+        small = http.post(
+            "/mlflow/small-prod/invocations",
+            content="a,b\n1,-2\n3,4.5\n",
+            headers={"content-type": "text/csv"},
+        )
+        assert small.status_code == 400 and "whole numbers" in small.json()["error"]
+        ok = http.post("/v1/models/small-prod:predict", json={"instances": [[1, -2], [3.0, 4]]})
+        assert ok.json() == {"predictions": [[1, -2], [3, 4]]}
+
+
+@pytest.mark.parametrize("value", [None, {"a": 1}, [1]])
+def test_text_inputs_refuse_null_objects_and_lists(identity_server, value):
+    """They reached the model as Python's text of them ("None")."""
+    with httpx.Client(base_url=identity_server.url, timeout=10) as http:
+        for path, body in [
+            ("/v1/models/text-prod:predict", {"instances": [[value, "a"]]}),
+            ("/mlflow/text-prod/invocations", {"dataframe_records": [{"a": value, "b": "a"}]}),
+            ("/mlflow/text-prod/invocations", {"inputs": {"x": [[value, "a"]]}}),
+            ("/predict/text-prod", {"instances": [[value, "a"]]}),
+        ]:
+            answer = http.post(path, json=body)
+            assert answer.status_code == 400, (path, answer.text)
+            assert "BYTES" in answer.json()["error"], (path, answer.text)
+        ok = http.post("/v1/models/text-prod:predict", json={"instances": [["é", "a"]]})
+        assert ok.json() == {"predictions": [["é", "a"]]}
+        csv = http.post(
+            "/mlflow/text-prod/invocations",
+            content="a,b\n12,x\n",
+            headers={"content-type": "text/csv"},
+        )
+        assert csv.status_code == 200, csv.text

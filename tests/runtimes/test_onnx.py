@@ -143,6 +143,22 @@ def test_lossy_cast_to_an_integer_input_is_refused(tmp_path: Path) -> None:
         runtime.predict({"x": np.array([[1.5, 2.0]])})
 
 
+def test_string_inputs_given_as_bytes_reach_the_model_as_text(tmp_path: Path) -> None:
+    """Serving hands BYTES over as bytes; onnxruntime turned b"a" into the text "b'a'"."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.STRING, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.STRING, ["N", 2])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "text.onnx")  # fmt: skip
+    runtime = OnnxRuntime.load(tmp_path / "text.onnx")
+    assert runtime.signature.inputs == [TensorSpec("x", "BYTES", [-1, 2])]
+    given = np.array([[b"a", "b"], ["\u00e9".encode(), b"\xff"]], dtype=object)
+    assert runtime.predict({"x": given})["y"].tolist() == [["a", "b"], ["\u00e9", "\ufffd"]]
+
+
 def test_concurrent_predicts_from_eight_threads(cancer, cancer_forest_path: Path) -> None:
     x = cancer[0].astype(np.float32)
     runtime = OnnxRuntime.load(cancer_forest_path, threads=1)

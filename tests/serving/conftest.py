@@ -7,7 +7,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 from sklearn.datasets import load_breast_cancer, load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -71,3 +73,29 @@ def iris_model() -> tuple[object, np.ndarray]:
     data = load_iris()
     x = data.data.astype(np.float32)
     return LogisticRegression(max_iter=1000).fit(x, data.target), x
+
+
+def _identity_onnx(path: Path, element_type: int) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", element_type, ["N", 2])],
+        [helper.make_tensor_value_info("y", element_type, ["N", 2])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture
+def identity_server(settings: Settings, tmp_path: Path) -> Iterator[BackgroundServer]:
+    """Identity ONNX models with two-column inputs that are not floats: ``small-prod`` (INT8),
+    ``flags-prod`` (BOOL) and ``text-prod`` (BYTES: an ONNX string tensor)."""
+    with Registry(settings) as registry:
+        registry.register_onnx("small", _identity_onnx(tmp_path / "int8.onnx", TensorProto.INT8))
+        registry.store.create_deployment("small-prod", "small", 1)
+        registry.register_onnx("flags", _identity_onnx(tmp_path / "bool.onnx", TensorProto.BOOL))
+        registry.store.create_deployment("flags-prod", "flags", 1)
+        registry.register_onnx("text", _identity_onnx(tmp_path / "text.onnx", TensorProto.STRING))
+        registry.store.create_deployment("text-prod", "text", 1)
+    with BackgroundServer(settings) as server:
+        yield server

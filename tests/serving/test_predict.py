@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 
 
@@ -78,3 +79,17 @@ def test_predict_overflow_is_not_called_unequal_rows(http) -> None:
     response = http.post("/predict/cancer-prod", json={"instances": [[1e39] * 30]})
     assert response.status_code == 400, response.text
     assert "range" in response.json()["error"], response.text
+
+
+def test_predict_bool_and_integer_inputs_take_only_their_own_values(identity_server) -> None:
+    with httpx.Client(base_url=identity_server.url, timeout=10) as http:
+        for deployment, rows, fragment in [
+            ("flags-prod", [["false", "true"]], "true or false"),
+            ("small-prod", [[1.5, 2]], "whole numbers"),
+            ("small-prod", [[1000, 2]], "INT8"),
+        ]:
+            response = http.post(f"/predict/{deployment}", json={"instances": rows})
+            assert response.status_code == 400, (deployment, rows, response.text)
+            assert fragment in response.json()["error"], response.text
+        ok = http.post("/predict/flags-prod", json={"instances": [[False, True]]})
+        assert ok.json()["predictions"] == [[False, True]]

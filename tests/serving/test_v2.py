@@ -264,30 +264,6 @@ def test_v2_client_library_shape(http, cancer) -> None:
     assert response.json()["outputs"][0]["shape"] == [1, 2]
 
 
-@pytest.fixture
-def int8_server(settings, tmp_path):
-    """A deployment of an ONNX model whose input is INT8 (an identity)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from slipway.local import Registry
-    from slipway.server import BackgroundServer
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "identity",
-        [helper.make_tensor_value_info("x", TensorProto.INT8, ["N", 2])],
-        [helper.make_tensor_value_info("y", TensorProto.INT8, ["N", 2])],
-    )
-    path = tmp_path / "int8.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    with Registry(settings) as registry:
-        registry.register_onnx("small", path)
-        registry.store.create_deployment("small-prod", "small", 1)
-    with BackgroundServer(settings) as server:
-        yield server
-
-
 @pytest.mark.parametrize(
     ("datatype", "data", "fragment"),
     [
@@ -296,13 +272,13 @@ def int8_server(settings, tmp_path):
     ],
 )
 def test_inputs_the_model_cannot_take_unchanged_are_refused(
-    int8_server, datatype: str, data: list, fragment: str
+    identity_server, datatype: str, data: list, fragment: str
 ) -> None:
     """The server casts an input to the model's datatype only when nothing is lost: 1000 would
     wrap to -24 in INT8, and 1.5 would be truncated, each answered 200 before."""
     import httpx
 
-    url = f"{int8_server.url}/v2/models/small-prod/infer"
+    url = f"{identity_server.url}/v2/models/small-prod/infer"
     body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": datatype, "data": data}]}
     response = httpx.post(url, json=body)
     assert response.status_code == 400, response.text
@@ -311,6 +287,33 @@ def test_inputs_the_model_cannot_take_unchanged_are_refused(
     response = httpx.post(url, json=body)
     assert response.status_code == 200, response.text
     assert response.json()["outputs"][0]["data"] == [1, -2]
+
+
+def test_bytes_reach_an_onnx_string_model_as_text(identity_server) -> None:
+    """V2 BYTES arrive as bytes; onnxruntime made "a" into the text "b'a'" (str() of bytes)."""
+    import httpx
+
+    url = f"{identity_server.url}/v2/models/text-prod/infer"
+    body = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "BYTES", "data": []}]}
+    body["inputs"][0]["data"] = ["a", "é", "", "x y"]
+    response = httpx.post(url, json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == ["a", "é", "", "x y"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [pytest.param(1, id="number"), pytest.param(None, id="null"), pytest.param({}, id="object")],
+)
+def test_bytes_data_must_be_strings(identity_server, value) -> None:
+    """A number, null or object in BYTES data reached the model as its Python text ("None")."""
+    import httpx
+
+    url = f"{identity_server.url}/v2/models/text-prod/infer"
+    body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BYTES", "data": [value, "a"]}]}
+    response = httpx.post(url, json=body)
+    assert response.status_code == 400, response.text
+    assert "BYTES data must be strings" in response.json()["error"]
 
 
 @pytest.mark.parametrize(

@@ -153,6 +153,18 @@ def _spec(arg: Any, path: Path) -> TensorSpec:
     return TensorSpec(name=arg.name, datatype=datatype, shape=shape)
 
 
+def _as_text(array: np.ndarray) -> np.ndarray:
+    """A string tensor's elements as text. Serving hands BYTES over as ``bytes``, and
+    onnxruntime stores each element of an object array as ``str(element)``: b"a" became the
+    text "b'a'". ONNX strings are UTF-8; bytes that are not are decoded with replacement
+    characters rather than failing the batch they share with other requests."""
+    out = np.empty(array.shape, dtype=_OBJECT)
+    out.ravel()[:] = [
+        v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in array.ravel()
+    ]
+    return out
+
+
 class OnnxRuntime:
     """A loaded ONNX model. Thread-safe: concurrent ``predict`` calls share one session."""
 
@@ -241,6 +253,8 @@ class OnnxRuntime:
                     )
             if array.dtype != dtype:
                 array = self._cast(name, array, dtype)
+            if dtype == _OBJECT:
+                array = _as_text(array)
             feed[name] = array
         try:
             results = session.run(self._output_names, feed)
@@ -270,7 +284,8 @@ class OnnxRuntime:
     @staticmethod
     def _cast(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
         if dtype == _OBJECT:
-            # String tensors: onnxruntime takes str/bytes numpy arrays as object arrays.
+            # String tensors: onnxruntime takes str/bytes numpy arrays as object arrays
+            # (whose bytes _as_text then decodes).
             if array.dtype.kind in "SU":
                 return array.astype(_OBJECT)
         elif array.dtype != _OBJECT and np.can_cast(array.dtype, dtype, casting="same_kind"):

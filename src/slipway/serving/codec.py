@@ -110,19 +110,34 @@ def _flatten(data: list[Any], tensor: RequestInput) -> list[Any]:
     return level
 
 
-def _check_whole(tensor: RequestInput, data: list[Any], dtype: np.dtype[Any]) -> None:
-    """BOOL data must be JSON booleans and integer data whole numbers: numpy would read "false"
-    as True and truncate 1.5 to 1 without a word."""
+def check_whole(values: list[Any], dtype: np.dtype[Any], datatype: str, what: str) -> None:
+    """For a BOOL or integer ``dtype``: InvalidInput unless ``values`` (flat) are JSON booleans,
+    or whole numbers. numpy would read "false" as True and truncate 1.5 to 1 without a word."""
     if dtype.kind == "b":
-        if not all(type(value) is bool for value in data):
-            raise InvalidInput(f"input {tensor.name!r}: BOOL data must be true or false")
+        if not all(type(value) is bool for value in values):
+            raise InvalidInput(f"{what}: BOOL data must be true or false")
         return
-    for value in data:
+    for value in values:
         if type(value) is not int and not (type(value) is float and value.is_integer()):
-            raise InvalidInput(
-                f"input {tensor.name!r}: {tensor.datatype} data must be whole numbers,"
-                f" got {value!r:.40}"
-            )
+            raise InvalidInput(f"{what}: {datatype} data must be whole numbers, got {value!r:.40}")
+
+
+def check_text(array: np.ndarray, what: str) -> None:
+    """For a BYTES (object) ``array`` of rows or columns: InvalidInput when a value is null, an
+    object or a list, which would reach the model as Python's text of it ("None")."""
+    if array.dtype == np.dtype(object):
+        for value in array.ravel():
+            if value is None or isinstance(value, dict | list):
+                raise InvalidInput(
+                    f"{what}: BYTES values must be strings (or numbers), got {value!r:.40}"
+                )
+
+
+def check_whole_rows(array: np.ndarray, rows: Any, datatype: str, what: str) -> None:
+    """``check_whole`` for ``rows`` already converted to ``array`` (so regular: its values are
+    read back as they were sent)."""
+    if array.dtype.kind in "biu":
+        check_whole(np.array(rows, dtype=object).ravel().tolist(), array.dtype, datatype, what)
 
 
 def decode_tensor(tensor: RequestInput, *, max_rows: int) -> np.ndarray:
@@ -154,11 +169,13 @@ def decode_tensor(tensor: RequestInput, *, max_rows: int) -> np.ndarray:
             raise InvalidInput(f"input {tensor.name!r}: data must be a list of scalars")
         return array.reshape(shape)
     if dtype.kind in "biu":
-        _check_whole(tensor, data, dtype)
+        check_whole(data, dtype, tensor.datatype, f"input {tensor.name!r}")
     try:
         if tensor.datatype == "BYTES":
+            if not all(type(v) is str for v in data):  # the model got str(None) = "None"
+                raise InvalidInput(f"input {tensor.name!r}: BYTES data must be strings")
             array = np.empty(len(data), dtype=object)
-            array[:] = [v.encode() if isinstance(v, str) else v for v in data]
+            array[:] = [v.encode() for v in data]
         else:
             with np.errstate(over="raise"):  # 1e39 as FP32 is a client error, not inf
                 array = np.array(data, dtype=dtype)
@@ -365,6 +382,8 @@ def decode_predict_request(
             " within its range)"
         ) from exc
     check_finite(array, "instances")
+    check_whole_rows(array, rows, spec.datatype, "instances")
+    check_text(array, "instances")
     if array.ndim != len(spec.shape):
         raise SchemaMismatch(
             f"instances must be rows with shape {spec.shape[1:]} each; got array of shape"

@@ -140,12 +140,17 @@ def _decode_csv(body: bytes, record: VersionRecord, *, max_rows: int) -> dict[st
     return columns_to_inputs([h.strip() for h in header], data, record, what="the CSV body")
 
 
+_CSV_BOOLEANS = {"true": True, "false": False}
+
+
 def _csv_value(text: str) -> Any:
-    # Numbers as numbers, so numeric inputs accept them; anything else stays text.
+    # Numbers as numbers (whole ones as int, for integer inputs), true/false as booleans (for
+    # BOOL inputs, as pandas reads them); anything else stays text.
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
-        return text
+        return _CSV_BOOLEANS.get(text.strip().lower(), text)
+    return int(number) if number.is_integer() and text.strip().lstrip("+-").isdigit() else number
 
 
 def encode_scoring_response(outputs: dict[str, np.ndarray], *, named: bool) -> bytes:

@@ -15,7 +15,7 @@ import numpy as np
 from slipway.errors import InvalidInput, PayloadTooLarge, SchemaMismatch
 from slipway.registry.records import TensorSpec, VersionRecord
 from slipway.runtimes.base import V2_TO_NUMPY
-from slipway.serving.codec import check_finite
+from slipway.serving.codec import check_finite, check_text, check_whole_rows
 
 
 def feature_order(record: VersionRecord) -> list[str] | None:
@@ -47,6 +47,8 @@ def to_array(values: Any, spec: TensorSpec, what: str) -> np.ndarray:
             " equal length"
         ) from exc
     check_finite(array, what)
+    check_whole_rows(array, values, spec.datatype, what)
+    check_text(array, what)
     return array
 
 
