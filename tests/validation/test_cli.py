@@ -83,3 +83,16 @@ def test_a_load_test_where_every_request_fails_exits_non_zero(tmp_path: Path) ->
     line = assert_one_line_error(done, 1)
     assert "none of the 5 requests succeeded" in line and url in line
     assert "p99 ms" in done.stdout  # the measurements are still shown
+
+
+def test_a_report_file_that_cannot_be_written_is_refused_before_validating(
+    registry: Registry, holdout_csv: Path, tmp_path: Path
+) -> None:
+    for option in ("--junit", "--html", "--json"):
+        nowhere = tmp_path / "missing-dir" / "report.out"
+        done = slipway(
+            registry.settings.home, "validate", "cancer@3", "--data", str(holdout_csv),
+            option, str(nowhere),
+        )  # fmt: skip
+        assert str(nowhere.parent) in assert_one_line_error(done, 2)
+        assert latest_report(registry.store, "cancer", 3) is None  # nothing ran, nothing stored
