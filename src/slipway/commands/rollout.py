@@ -258,13 +258,27 @@ def rollback(deployment: Annotated[str, typer.Argument(help="Deployment name")])
     """Roll a deployment back in one step: end the active rollout, or switch back to the
     previous version (kept warm)."""
     from slipway.rollout import actions
+    from slipway.rollout.state import RolloutStore
 
     registry = open_registry()
     try:
-        record = actions.rollback(registry.store, deployment, actor=deployer(registry.store))
+        actor = deployer(registry.store)
+        ending = RolloutStore(registry.store).active(deployment)
+        record = actions.rollback(registry.store, deployment, actor=actor)
     finally:
         registry.close()
-    console.print(f"deployment [bold]{record.name}[/] → {record.model}@{record.version}")
+    if ending:
+        rollout = ending[0]
+        console.print(
+            f"ended rollout {rollout.id} ({rollout.strategy} of {rollout.model}@"
+            f"{rollout.candidate}) on [bold]{record.name}[/]: all traffic to"
+            f" {record.model}@{record.version}"
+        )
+    else:
+        console.print(
+            f"deployment [bold]{record.name}[/] → {record.model}@{record.version}"
+            f" (back from {record.previous_version}, which stays warm)"
+        )
 
 
 @experiment_app.command("report")
@@ -275,16 +289,29 @@ def experiment_report(
 ) -> None:
     """Per-arm business metrics with confidence intervals, tests and sample size still needed."""
     from slipway.rollout.reports import experiment_summary
+    from slipway.rollout.state import RolloutStore
 
     if not 0 < alpha < 1:
         raise errors.InvalidInput("--alpha must be between 0 and 1")
     registry = open_registry()
     try:
         report = experiment_summary(registry.store, deployment, alpha=alpha)
+        rollout = RolloutStore(registry.store).get(report["rollout"])
     finally:
         registry.close()
     if as_json:
         console.print_json(json.dumps(report))
+        return
+    console.print(
+        f"rollout {rollout.id} on [bold]{deployment}[/] ({rollout.strategy} rollout,"
+        f" {rollout.status}): control {rollout.model}@{rollout.stable} vs treatment"
+        f" {rollout.model}@{rollout.candidate}"
+    )
+    if not report["metrics"]:
+        console.print(
+            "no feedback yet: clients post outcomes for the request ids they sent to"
+            " POST /api/feedback (see docs/rollouts.md)"
+        )
         return
     table = Table(
         "metric", "arm", "n", "mean", f"{1 - alpha:.0%} interval", "p-value", "winner", "more n"
