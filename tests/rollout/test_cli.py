@@ -103,3 +103,17 @@ def test_experiment_report_without_feedback_says_so(cli: CliRunner) -> None:
     out = " ".join(run(cli, "experiment", "report", "cancer-prod").split())
     assert "ab rollout" in out and "control cancer@1" in out and "treatment cancer@2" in out
     assert "no feedback yet" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["rollout", "status", "ghost"],
+        ["rollout", "pause", "ghost"],
+        ["experiment", "report", "ghost"],
+    ],
+)
+def test_a_deployment_that_does_not_exist_is_named_as_such(cli: CliRunner, args) -> None:
+    done = cli.invoke(app, args)
+    assert done.exit_code != 0
+    assert "deployment 'ghost' not found" in str(done.exception)

@@ -6,15 +6,20 @@ within its reconcile interval.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from slipway import errors
 from slipway.commands.common import console, deployer, open_registry
+
+if TYPE_CHECKING:
+    from slipway.registry.store import SqlStore
 
 app = typer.Typer(
     help="Progressive rollouts: canary, blue-green, A/B, shadow.", no_args_is_help=True
@@ -160,7 +165,8 @@ def status(
 
     registry = open_registry()
     try:
-        report = rollout_status(registry.store, deployment)
+        with _named(registry.store, deployment):
+            report = rollout_status(registry.store, deployment)
     finally:
         registry.close()
     if as_json:
@@ -212,6 +218,17 @@ def _num(value: Any) -> str:
     return str(value)
 
 
+@contextlib.contextmanager
+def _named(store: SqlStore, deployment: str) -> Iterator[None]:
+    """'no rollout on deployment X' becomes 'deployment X not found' when there is no such
+    deployment: a typo in the name is the likelier mistake."""
+    try:
+        yield
+    except errors.RolloutNotFound:
+        store.get_deployment(deployment)  # raises DeploymentNotFound
+        raise
+
+
 def _act(action: str, deployment: str) -> None:
     from slipway.rollout import actions
 
@@ -223,7 +240,8 @@ def _act(action: str, deployment: str) -> None:
     }[action]
     registry = open_registry()
     try:
-        record = run(registry.store, deployment, actor=deployer(registry.store))
+        with _named(registry.store, deployment):
+            record = run(registry.store, deployment, actor=deployer(registry.store))
     finally:
         registry.close()
     console.print(f"rollout [bold]{record.id}[/] on {deployment}: {record.status}")
@@ -295,7 +313,8 @@ def experiment_report(
         raise errors.InvalidInput("--alpha must be between 0 and 1")
     registry = open_registry()
     try:
-        report = experiment_summary(registry.store, deployment, alpha=alpha)
+        with _named(registry.store, deployment):
+            report = experiment_summary(registry.store, deployment, alpha=alpha)
         rollout = RolloutStore(registry.store).get(report["rollout"])
     finally:
         registry.close()
