@@ -352,3 +352,18 @@ def test_register_takes_a_training_data_sha256_as_sha256sum_prints_it(tmp_path, 
     assert done.returncode == 0, done.stderr
     shown = json.loads(slipway(home, "models", "show", "iris@1", "--json").stdout)
     assert shown["meta"]["training_data_sha256"] == "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        pytest.param(["audit", "query", "--limit", "-1"], 2, "--limit", id="audit-limit"),
+        pytest.param(["audit", "query", "--limit", "0"], 2, "--limit", id="audit-limit-0"),
+        pytest.param(["alerts", "--limit", "-5"], 2, "--limit", id="alerts-limit"),
+        pytest.param(["tokens", "list", "--user", "ghost"], 3, "user 'ghost'", id="tokens-user"),
+    ],
+)
+def test_limits_and_names_in_listings_are_checked(tmp_path, args, code, fragment) -> None:
+    home = tmp_path / "home"
+    assert slipway(home, "init").returncode == 0
+    assert fragment in assert_one_line_error(slipway(home, *args), code)
