@@ -61,3 +61,22 @@ def test_package_failures_are_one_line_and_an_exit_code(source_home: Path, tmp_p
     not_a_bundle = slipway(home, "serve", "--bundle", str(tmp_path), "--port", "0")
     assert not_a_bundle.returncode == 2
     assert "bundle.json is missing" in not_a_bundle.stderr
+
+
+def test_manifest_options_kubernetes_would_refuse_are_refused_first(
+    source_home: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(source_home, home)
+    out = tmp_path / "b"
+    for args, fragment in [
+        (["--replicas", "0"], "--replicas"),
+        (["--replicas", "5", "--max-replicas", "2"], "--max-replicas"),
+        (["--cpu", "banana"], "--cpu"),
+        (["--memory", "1 GB"], "--memory"),
+        (["--memory-limit", "-2Gi"], "--memory-limit"),
+    ]:
+        done = slipway(home, "package", "iris@2", "--out", str(out), *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("error:") and fragment in done.stderr
+        assert not out.exists()
