@@ -367,3 +367,11 @@ def test_limits_and_names_in_listings_are_checked(tmp_path, args, code, fragment
     home = tmp_path / "home"
     assert slipway(home, "init").returncode == 0
     assert fragment in assert_one_line_error(slipway(home, *args), code)
+
+
+def test_a_registry_file_that_is_not_a_database_is_one_line(tmp_path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "registry.db").write_text("not a database, whatever it once was\n")
+    line = assert_one_line_error(slipway(home, "models", "list"), 1)
+    assert "file is not a database" in line and "registry database" in line

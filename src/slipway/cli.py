@@ -503,9 +503,11 @@ def environment_failure(exc: BaseException) -> str | None:
             return f"{exc.strerror or exc}"
         return f"{exc.strerror or exc}: {exc.filename}; check the path and its permissions"
     if "sqlalchemy" in sys.modules:
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import DatabaseError, OperationalError
 
-        if isinstance(exc, OperationalError):
+        # DatabaseError itself: SQLite's "file is not a database"; its other subclasses
+        # (IntegrityError, ProgrammingError) are bugs and keep their tracebacks.
+        if isinstance(exc, OperationalError) or type(exc) is DatabaseError:
             reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
             return (
                 f"the registry database cannot be used: {reason}; check SLIPWAY_DATABASE_URL"
