@@ -375,3 +375,15 @@ def test_a_registry_file_that_is_not_a_database_is_one_line(tmp_path) -> None:
     (home / "registry.db").write_text("not a database, whatever it once was\n")
     line = assert_one_line_error(slipway(home, "models", "list"), 1)
     assert "file is not a database" in line and "registry database" in line
+
+
+def test_serve_on_a_busy_port_does_not_claim_to_be_serving(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = slipway(tmp_path / "home", "serve", "--port", port, timeout=60)
+    assert "Address already in use" in assert_one_line_error(result, 1)
+    assert "serving on" not in result.stderr
