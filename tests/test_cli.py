@@ -366,3 +366,38 @@ def test_register_takes_a_training_data_sha256_as_sha256sum_prints_it(tmp_path, 
     assert done.returncode == 0, done.stderr
     shown = json.loads(slipway(home, "models", "show", "iris@1", "--json").stdout)
     assert shown["meta"]["training_data_sha256"] == "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        pytest.param(["audit", "query", "--limit", "-1"], 2, "--limit", id="audit-limit"),
+        pytest.param(["audit", "query", "--limit", "0"], 2, "--limit", id="audit-limit-0"),
+        pytest.param(["alerts", "--limit", "-5"], 2, "--limit", id="alerts-limit"),
+        pytest.param(["tokens", "list", "--user", "ghost"], 3, "user 'ghost'", id="tokens-user"),
+    ],
+)
+def test_limits_and_names_in_listings_are_checked(tmp_path, args, code, fragment) -> None:
+    home = tmp_path / "home"
+    assert slipway(home, "init").returncode == 0
+    assert fragment in assert_one_line_error(slipway(home, *args), code)
+
+
+def test_a_registry_file_that_is_not_a_database_is_one_line(tmp_path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "registry.db").write_text("not a database, whatever it once was\n")
+    line = assert_one_line_error(slipway(home, "models", "list"), 1)
+    assert "file is not a database" in line and "registry database" in line
+
+
+def test_serve_on_a_busy_port_does_not_claim_to_be_serving(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = slipway(tmp_path / "home", "serve", "--port", port, timeout=60)
+    assert "Address already in use" in assert_one_line_error(result, 1)
+    assert "serving on" not in result.stderr

@@ -442,7 +442,7 @@ def serve(
     """Serve every deployment: V2 inference, /predict, /metrics and the management API."""
     from uvicorn.config import LOG_LEVELS
 
-    from slipway.server import run
+    from slipway.server import check_auth_for_host, check_port_free, run
 
     settings = _settings(host=host, port=port, workers=workers)
     if log_level.lower() not in LOG_LEVELS:
@@ -458,6 +458,8 @@ def serve(
         from slipway import workers as worker_processes
 
         raise typer.Exit(worker_processes.serve(settings, log_level=log_level))
+    check_auth_for_host(settings)
+    check_port_free(settings.host, settings.port)  # before saying it serves there
     err_console.print(f"serving on http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
     run(settings, log_level=log_level)
 
@@ -508,9 +510,11 @@ def environment_failure(exc: BaseException) -> str | None:
             return f"{exc.strerror or exc}"
         return f"{exc.strerror or exc}: {exc.filename}; check the path and its permissions"
     if "sqlalchemy" in sys.modules:
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import DatabaseError, OperationalError
 
-        if isinstance(exc, OperationalError):
+        # DatabaseError itself: SQLite's "file is not a database"; its other subclasses
+        # (IntegrityError, ProgrammingError) are bugs and keep their tracebacks.
+        if isinstance(exc, OperationalError) or type(exc) is DatabaseError:
             reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
             return (
                 f"the registry database cannot be used: {reason}; check SLIPWAY_DATABASE_URL"

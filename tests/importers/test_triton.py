@@ -62,6 +62,16 @@ def test_repository_versions_register_in_order(settings, repository, iris_model)
     np.testing.assert_array_equal(labels, estimator.predict(x[:10]))
 
 
+def test_a_repository_with_one_bad_version_imports_nothing(settings, repository):
+    """Not iris@1 alone, nor plain@1: a re-run after the fix would number them again."""
+    (repository / "plain" / "8").mkdir()
+    (repository / "plain" / "8" / "model.onnx").write_text("not a model")
+    with Registry(settings) as registry:
+        with pytest.raises(UnsupportedFormat, match="model.onnx is not a valid ONNX model"):
+            import_repository(registry.store, registry.artifacts, repository)
+        assert registry.store.list_models() == []
+
+
 def test_unsupported_platform_and_empty_folders(tmp_path):
     model = tmp_path / "trt"
     (model / "1").mkdir(parents=True)

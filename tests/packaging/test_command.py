@@ -85,3 +85,22 @@ def test_a_handler_given_by_a_relative_path_has_its_tests_run(
     manifest = read_manifest(tmp_path / "iris-2")
     assert manifest.handler is not None
     assert (tmp_path / "iris-2" / "handler" / "test_handler.py").is_file()
+
+
+def test_manifest_options_kubernetes_would_refuse_are_refused_first(
+    source_home: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(source_home, home)
+    out = tmp_path / "b"
+    for args, fragment in [
+        (["--replicas", "0"], "--replicas"),
+        (["--replicas", "5", "--max-replicas", "2"], "--max-replicas"),
+        (["--cpu", "banana"], "--cpu"),
+        (["--memory", "1 GB"], "--memory"),
+        (["--memory-limit", "-2Gi"], "--memory-limit"),
+    ]:
+        done = slipway(home, "package", "iris@2", "--out", str(out), *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("error:") and fragment in done.stderr
+        assert not out.exists()

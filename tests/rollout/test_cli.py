@@ -89,3 +89,31 @@ def test_one_policy_file_drives_the_canary_and_the_approval_rule(
     policy.write_text("canary:\n  gates: {min_sample: 3}\n")
     bad = cli.invoke(app, ["rollout", "start", "cancer-prod", "2", "--policy", str(policy)])
     assert bad.exit_code != 0 and "min_sample" in str(bad.exception)
+
+
+def test_rollback_says_which_step_back_it_took(cli: CliRunner, registry: Registry) -> None:
+    run(cli, "rollout", "start", "cancer-prod", "2", "--strategy", "shadow")
+    ended = " ".join(run(cli, "rollback", "cancer-prod").split())
+    assert "ended rollout" in ended and "shadow of cancer@2" in ended and "cancer@1" in ended
+    assert RolloutStore(registry.store).active("cancer-prod") == []
+
+
+def test_experiment_report_without_feedback_says_so(cli: CliRunner) -> None:
+    run(cli, "rollout", "start", "cancer-prod", "2", "--strategy", "ab", "--routing-key", "x-user")
+    out = " ".join(run(cli, "experiment", "report", "cancer-prod").split())
+    assert "ab rollout" in out and "control cancer@1" in out and "treatment cancer@2" in out
+    assert "no feedback yet" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["rollout", "status", "ghost"],
+        ["rollout", "pause", "ghost"],
+        ["experiment", "report", "ghost"],
+    ],
+)
+def test_a_deployment_that_does_not_exist_is_named_as_such(cli: CliRunner, args) -> None:
+    done = cli.invoke(app, args)
+    assert done.exit_code != 0
+    assert "deployment 'ghost' not found" in str(done.exception)

@@ -113,3 +113,10 @@ def test_an_ab_split_never_sends_everything_to_the_candidate(weight: float) -> N
     # 100% on the candidate is a promotion, which must pass the approval gate via `promote`.
     with pytest.raises(InvalidInput, match="weight"):
         check_config(RolloutConfig(strategy="ab", weight=weight, routing_key="X-User-Id"))
+
+
+@pytest.mark.parametrize("samples", [0, -3])
+def test_a_shadow_gate_needs_at_least_one_compared_request(samples: int) -> None:
+    config = RolloutConfig(strategy="shadow", min_shadow_agreement=0.98, min_shadow_samples=samples)
+    with pytest.raises(InvalidInput, match="min_shadow_samples"):
+        check_config(config)

@@ -124,14 +124,14 @@ def test_an_error_quoting_brackets_is_one_line_not_a_traceback(
     assert latest_report(registry.store, "cancer", 1) is None  # refused before any stage ran
 
 
-def test_an_output_file_in_a_missing_directory_is_refused_before_the_suite_runs(
+def test_a_report_file_that_cannot_be_written_is_refused_before_validating(
     registry: Registry, holdout_csv: Path, tmp_path: Path
 ) -> None:
-    junit = tmp_path / "missing" / "junit.xml"
-    done = slipway(
-        registry.settings.home, "validate", "cancer@1", "--data", str(holdout_csv),
-        "--junit", str(junit),
-    )  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith(f"error: cannot write {junit}") and "Traceback" not in done.stderr
-    assert latest_report(registry.store, "cancer", 1) is None
+    for option in ("--junit", "--html", "--json"):
+        nowhere = tmp_path / "missing-dir" / "report.out"
+        done = slipway(
+            registry.settings.home, "validate", "cancer@3", "--data", str(holdout_csv),
+            option, str(nowhere),
+        )  # fmt: skip
+        assert str(nowhere.parent) in assert_one_line_error(done, 2)
+        assert latest_report(registry.store, "cancer", 3) is None  # nothing ran, nothing stored

@@ -173,6 +173,8 @@ def tokens_list(
     """List tokens (their first characters, never the secret)."""
     with open_registry() as registry:
         caller(registry.store, Role.ADMIN)
+        if user is not None:
+            identities.get_user(registry.store, user)  # a name that is no user says so
         tokens = identities.list_tokens(registry.store, user)
     table = Table("id", "user", "token", "description", "created", "expires", "revoked")
     for t in tokens:
@@ -535,6 +537,8 @@ def audit_query(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines")] = False,
 ) -> None:
     """Find audit records by request id, deployment and time range, or business key."""
+    if limit < 1:
+        raise errors.InvalidInput(f"--limit must be at least 1, got {limit}")
     filters = _filters(request_id, deployment, since, until, key, kind)
     with open_registry() as registry:
         caller(registry.store, Role.ADMIN)

@@ -126,7 +126,11 @@ def alerts(
     """Show recent alert events (firing and resolved), newest first."""
     if ctx.invoked_subcommand is not None:
         return
+    from slipway import errors
     from slipway.monitoring.alert_store import AlertStore
+
+    if limit < 1:
+        raise errors.InvalidInput(f"--limit must be at least 1, got {limit}")
 
     with open_registry() as registry:
         events = AlertStore(registry.store).list_events(deployment=deployment, limit=limit)

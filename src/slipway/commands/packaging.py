@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -50,6 +51,7 @@ def package(
     from slipway.registry.names import parse_ref
 
     model, number = parse_ref(ref)
+    _check_resources(replicas, max_replicas, cpu=cpu, memory=memory, memory_limit=memory_limit)
     options = BundleOptions(
         deployment=deployment,
         image=image,
@@ -91,6 +93,27 @@ def package(
         " direct requirements)"
     )
     console.print(f"serve it: slipway serve --bundle {target}   or: docker build -t IMAGE {target}")
+
+
+# A Kubernetes resource quantity: 500m, 2, 0.5, 512Mi, 2Gi, 1e3.
+_QUANTITY = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+
+
+def _check_resources(replicas: int, max_replicas: int, **quantities: str) -> None:
+    """Refuse what `kubectl apply` would refuse, before any packaging work starts."""
+    if replicas < 1:
+        raise errors.InvalidInput(f"--replicas must be at least 1, got {replicas}")
+    if max_replicas < replicas:
+        raise errors.InvalidInput(
+            f"--max-replicas ({max_replicas}) must be at least --replicas ({replicas})"
+        )
+    for name, value in quantities.items():
+        if not _QUANTITY.fullmatch(value):
+            option = "--" + name.replace("_", "-")
+            raise errors.InvalidInput(
+                f"{option} {value!r} is not a Kubernetes quantity, e.g. 500m or 2 (CPU),"
+                " 512Mi or 2Gi (memory)"
+            )
 
 
 def serve_bundle(bundle: Path, current: Settings, *, log_level: str) -> None:

@@ -6,15 +6,20 @@ within its reconcile interval.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from slipway import errors
 from slipway.commands.common import console, deployer, open_registry
+
+if TYPE_CHECKING:
+    from slipway.registry.store import SqlStore
 
 app = typer.Typer(
     help="Progressive rollouts: canary, blue-green, A/B, shadow.", no_args_is_help=True
@@ -160,7 +165,8 @@ def status(
 
     registry = open_registry()
     try:
-        report = rollout_status(registry.store, deployment)
+        with _named(registry.store, deployment):
+            report = rollout_status(registry.store, deployment)
     finally:
         registry.close()
     if as_json:
@@ -212,6 +218,17 @@ def _num(value: Any) -> str:
     return str(value)
 
 
+@contextlib.contextmanager
+def _named(store: SqlStore, deployment: str) -> Iterator[None]:
+    """'no rollout on deployment X' becomes 'deployment X not found' when there is no such
+    deployment: a typo in the name is the likelier mistake."""
+    try:
+        yield
+    except errors.RolloutNotFound:
+        store.get_deployment(deployment)  # raises DeploymentNotFound
+        raise
+
+
 def _act(action: str, deployment: str) -> None:
     from slipway.rollout import actions
 
@@ -223,7 +240,8 @@ def _act(action: str, deployment: str) -> None:
     }[action]
     registry = open_registry()
     try:
-        record = run(registry.store, deployment, actor=deployer(registry.store))
+        with _named(registry.store, deployment):
+            record = run(registry.store, deployment, actor=deployer(registry.store))
     finally:
         registry.close()
     console.print(f"rollout [bold]{record.id}[/] on {deployment}: {record.status}")
@@ -258,13 +276,27 @@ def rollback(deployment: Annotated[str, typer.Argument(help="Deployment name")])
     """Roll a deployment back in one step: end the active rollout, or switch back to the
     previous version (kept warm)."""
     from slipway.rollout import actions
+    from slipway.rollout.state import RolloutStore
 
     registry = open_registry()
     try:
-        record = actions.rollback(registry.store, deployment, actor=deployer(registry.store))
+        actor = deployer(registry.store)
+        ending = RolloutStore(registry.store).active(deployment)
+        record = actions.rollback(registry.store, deployment, actor=actor)
     finally:
         registry.close()
-    console.print(f"deployment [bold]{record.name}[/] → {record.model}@{record.version}")
+    if ending:
+        rollout = ending[0]
+        console.print(
+            f"ended rollout {rollout.id} ({rollout.strategy} of {rollout.model}@"
+            f"{rollout.candidate}) on [bold]{record.name}[/]: all traffic to"
+            f" {record.model}@{record.version}"
+        )
+    else:
+        console.print(
+            f"deployment [bold]{record.name}[/] → {record.model}@{record.version}"
+            f" (back from {record.previous_version}, which stays warm)"
+        )
 
 
 @experiment_app.command("report")
@@ -275,16 +307,30 @@ def experiment_report(
 ) -> None:
     """Per-arm business metrics with confidence intervals, tests and sample size still needed."""
     from slipway.rollout.reports import experiment_summary
+    from slipway.rollout.state import RolloutStore
 
     if not 0 < alpha < 1:
         raise errors.InvalidInput("--alpha must be between 0 and 1")
     registry = open_registry()
     try:
-        report = experiment_summary(registry.store, deployment, alpha=alpha)
+        with _named(registry.store, deployment):
+            report = experiment_summary(registry.store, deployment, alpha=alpha)
+        rollout = RolloutStore(registry.store).get(report["rollout"])
     finally:
         registry.close()
     if as_json:
         console.print_json(json.dumps(report))
+        return
+    console.print(
+        f"rollout {rollout.id} on [bold]{deployment}[/] ({rollout.strategy} rollout,"
+        f" {rollout.status}): control {rollout.model}@{rollout.stable} vs treatment"
+        f" {rollout.model}@{rollout.candidate}"
+    )
+    if not report["metrics"]:
+        console.print(
+            "no feedback yet: clients post outcomes for the request ids they sent to"
+            " POST /api/feedback (see docs/rollouts.md)"
+        )
         return
     table = Table(
         "metric", "arm", "n", "mean", f"{1 - alpha:.0%} interval", "p-value", "winner", "more n"

@@ -138,9 +138,12 @@ def validate(
     from slipway.validation.reports import save_report
 
     model, number = parse_ref(ref)
-    for out in (junit, html, json_out):  # refused now, not after the whole suite has run
+    for option, out in (("--junit", junit), ("--html", html), ("--json", json_out)):
+        # Refused now, not after the run has stored its report.
         if out is not None and not out.parent.is_dir():
-            raise errors.InvalidInput(f"cannot write {out}: {out.parent} is not a directory")
+            raise errors.InvalidInput(
+                f"{option} {out}: the directory {out.parent} does not exist; create it first"
+            )
     rules = load_policy(policy) if policy is not None else Policy()
     holdout = read_holdout(data, rules.label)
     hooks = None

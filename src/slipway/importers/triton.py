@@ -30,6 +30,7 @@ import numpy as np
 from slipway.errors import InvalidInput, UnsupportedFormat
 from slipway.registry.artifacts import ArtifactStore
 from slipway.registry.records import VersionMeta, VersionRecord
+from slipway.registry.registration import StoredModel
 from slipway.registry.store import SqlStore
 from slipway.runtimes.base import V2_TO_NUMPY
 
@@ -210,35 +211,40 @@ def import_repository_model(
 
     ``model`` defaults to the folder's name. TorchScript versions need ``sample`` rows, or
     inputs declared in config.pbtxt (zero rows of those shapes then give the signature).
+    Every version is stored and read before any is recorded: one that fails records none.
     """
-    from slipway.registry.registration import register_model
+    from slipway.registry.names import check_name
+    from slipway.registry.registration import record_model
 
-    model_dir = Path(model_dir)
-    name = model or model_dir.name
-    records = []
+    name = model or Path(model_dir).name
+    check_name("model", name)
+    stored = _store_repository_model(artifacts, Path(model_dir), sample)
+    return [record_model(store, name, version, actor=actor) for version in stored]
+
+
+def _store_repository_model(
+    artifacts: ArtifactStore, model_dir: Path, sample: np.ndarray | None
+) -> list[StoredModel]:
+    from slipway.registry.registration import store_model
+
     example: np.ndarray | dict[str, np.ndarray] | None = sample
     if example is None:
         example = sample_from_config(read_config(model_dir))
         if example is not None and len(example) == 1:
             # Triton names libtorch inputs INPUT__0, ...; the module knows its own names.
             example = next(iter(example.values()))
-    for version in list_versions(model_dir):
-        meta = VersionMeta(
-            tags={"source": "triton-repository", "triton_version": str(version.number)}
+    return [
+        store_model(
+            artifacts,
+            version.path,
+            format=version.format,
+            sample=example,
+            meta=VersionMeta(
+                tags={"source": "triton-repository", "triton_version": str(version.number)}
+            ),
         )
-        records.append(
-            register_model(
-                store,
-                artifacts,
-                name,
-                version.path,
-                format=version.format,
-                sample=example,
-                meta=meta,
-                actor=actor,
-            )
-        )
-    return records
+        for version in list_versions(model_dir)
+    ]
 
 
 def import_repository(
@@ -260,7 +266,14 @@ def import_repository(
     )
     if not models:
         raise InvalidInput(f"{repository} holds no model folders with numbered versions")
+    from slipway.registry.names import check_name
+    from slipway.registry.registration import record_model
+
+    for path in models:
+        check_name("model", path.name)
+    # Every model's versions stored and read first: one that fails records nothing.
+    stored = {path.name: _store_repository_model(artifacts, path, sample) for path in models}
     return {
-        path.name: import_repository_model(store, artifacts, path, sample=sample, actor=actor)
-        for path in models
+        name: [record_model(store, name, version, actor=actor) for version in versions]
+        for name, versions in stored.items()
     }

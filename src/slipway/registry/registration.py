@@ -10,6 +10,7 @@ between leaves at worst an unreferenced blob, never a version without its artifa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 from slipway.errors import UnsupportedFormat
 from slipway.registry.artifacts import ArtifactStore, Check
 from slipway.registry.profile import build_profile
-from slipway.registry.records import Profile, VersionMeta, VersionRecord
+from slipway.registry.records import Profile, Signature, VersionMeta, VersionRecord
 from slipway.registry.store import SqlStore, check_meta
 from slipway.runtimes.trust import is_pickle_file
 
@@ -29,6 +30,36 @@ def _onnx_signature_and_runtime(path: Path) -> Any:
     from slipway.runtimes.onnx import OnnxRuntime
 
     return OnnxRuntime.load(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredModel:
+    """A model in the artifact store, read (signature, reference profile) but not yet a version:
+    :func:`record_model` records it. Importers store every model of a batch first, so that one
+    that fails leaves no version of the others behind."""
+
+    format: str
+    digest: str
+    size: int
+    signature: Signature
+    profile: Profile | None
+    meta: VersionMeta
+
+
+def record_model(
+    store: SqlStore, model: str, stored: StoredModel, *, actor: str | None = None
+) -> VersionRecord:
+    """Record ``stored`` as the next version of ``model``."""
+    return store.register_version(
+        model,
+        format=stored.format,
+        digest=stored.digest,
+        size=stored.size,
+        signature=stored.signature,
+        meta=stored.meta,
+        profile=stored.profile,
+        actor=actor,
+    )
 
 
 def register_onnx(
@@ -46,7 +77,30 @@ def register_onnx(
     from slipway.registry.names import check_name
 
     check_name("model", model)
-    check_meta(meta or VersionMeta())  # before anything is stored
+    stored = store_onnx(
+        artifacts,
+        source,
+        meta=meta,
+        reference=reference,
+        feature_names=feature_names,
+        name=f"{model}.onnx",
+    )
+    return record_model(store, model, stored, actor=actor)
+
+
+def store_onnx(
+    artifacts: ArtifactStore,
+    source: Path | bytes,
+    *,
+    meta: VersionMeta | None = None,
+    reference: np.ndarray | dict[str, np.ndarray] | None = None,
+    feature_names: list[str] | None = None,
+    name: str = "model.onnx",
+) -> StoredModel:
+    """The first half of :func:`register_onnx`: store the model and read it. ``name`` names
+    bytes in errors."""
+    meta = meta or VersionMeta()
+    check_meta(meta)  # before anything is stored
     if isinstance(source, Path) and is_pickle_file(source):
         raise UnsupportedFormat(
             f"{source.name} is a pickle file, not ONNX; register the estimator from Python"
@@ -67,17 +121,8 @@ def register_onnx(
     if isinstance(source, Path):
         digest, size = artifacts.put_file(source, check=inspect)
     else:
-        digest, size = artifacts.put_bytes(source, name=f"{model}.onnx", check=inspect)
-    return store.register_version(
-        model,
-        format="onnx",
-        digest=digest,
-        size=size,
-        signature=found["signature"],
-        meta=meta or VersionMeta(),
-        profile=found.get("profile"),
-        actor=actor,
-    )
+        digest, size = artifacts.put_bytes(source, name=name, check=inspect)
+    return StoredModel("onnx", digest, size, found["signature"], found.get("profile"), meta)
 
 
 def _profile(
@@ -175,36 +220,54 @@ def register_model(
     feature_names: list[str] | None = None,
     actor: str | None = None,
 ) -> VersionRecord:
-    """Register a model file or directory of any format (detected when ``format`` is None).
-
-    ONNX goes through :func:`register_onnx`. For the other formats the runtime's package must
-    be installed (else ``MissingExtra`` with the install command, before anything is stored);
-    the artifact is stored (a SavedModel directory packed into one archive), loaded back from
-    the store, and its signature read: from the ``serving_default`` signature (SavedModel),
-    fixed prompt → text (GGUF), or by running ``sample`` rows (TorchScript, which records
-    no shapes; ``reference`` serves as the sample when none is given).
-    """
+    """Register a model file or directory of any format (detected when ``format`` is None):
+    :func:`store_model`, then :func:`record_model`."""
     from slipway.registry.names import check_name
+
+    check_name("model", model)
+    stored = store_model(
+        artifacts,
+        source,
+        format=format,
+        sample=sample,
+        meta=meta,
+        reference=reference,
+        feature_names=feature_names,
+    )
+    return record_model(store, model, stored, actor=actor)
+
+
+def store_model(
+    artifacts: ArtifactStore,
+    source: Path,
+    *,
+    format: str | None = None,
+    sample: np.ndarray | dict[str, np.ndarray] | None = None,
+    meta: VersionMeta | None = None,
+    reference: np.ndarray | dict[str, np.ndarray] | None = None,
+    feature_names: list[str] | None = None,
+) -> StoredModel:
+    """Store a model file or directory of any format and read it, without recording a version.
+
+    ONNX goes through :func:`store_onnx`. For the other formats the runtime's package must
+    be installed (else ``MissingExtra`` with the install command, before anything is stored);
+    the artifact (a SavedModel directory packed into one archive) is loaded from its copy before
+    that copy is stored, and its signature read: from the ``serving_default`` signature
+    (SavedModel), fixed prompt → text (GGUF), or by running ``sample`` rows (TorchScript, which
+    records no shapes; ``reference`` serves as the sample when none is given).
+    """
     from slipway.runtimes.base import FORMATS, load_runtime
     from slipway.runtimes.detect import detect_format
     from slipway.runtimes.extras import import_extra
 
-    check_name("model", model)
     check_meta(meta or VersionMeta())  # before anything is stored
     source = Path(source)
     format = format or detect_format(source)
     if format not in FORMATS:
         raise UnsupportedFormat(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     if format == "onnx":
-        return register_onnx(
-            store,
-            artifacts,
-            model,
-            source,
-            meta=meta,
-            reference=reference,
-            feature_names=feature_names,
-            actor=actor,
+        return store_onnx(
+            artifacts, source, meta=meta, reference=reference, feature_names=feature_names
         )
     framework = import_extra(format)  # refuse before storing anything
     example = sample if sample is not None else reference
@@ -238,16 +301,7 @@ def register_model(
         meta = msgspec.structs.replace(
             meta, tags={**meta.tags, "framework": f"{framework.__name__}:{version}"}
         )
-    return store.register_version(
-        model,
-        format=format,
-        digest=digest,
-        size=size,
-        signature=signature,
-        meta=meta,
-        profile=profile,
-        actor=actor,
-    )
+    return StoredModel(format, digest, size, signature, profile, meta)
 
 
 def _put_model(

@@ -81,6 +81,8 @@ def check_config(config: RolloutConfig) -> None:
             raise InvalidInput("min_shadow_agreement applies to the shadow strategy only")
         if not 0 <= config.min_shadow_agreement <= 1:
             raise InvalidInput("min_shadow_agreement must be in [0, 1]")
+        if config.min_shadow_samples < 1:  # no evidence is not a pass
+            raise InvalidInput("min_shadow_samples must be at least 1")
     if config.routing_key and config.routing_field:
         raise InvalidInput("give routing_key (a header) or routing_field, not both")
     for rule in config.rules:
