@@ -436,28 +436,28 @@ def test_report_failures_exit_with_the_documented_codes(
     monkeypatch.delenv("SLIPWAY_TOKEN", raising=False)
     anonymous = slipway(home, "monitor", "report", "cancer-prod", "--url", server.url, *out)
     assert anonymous.returncode == 8, anonymous.stderr  # no valid SLIPWAY_TOKEN
-    monkeypatch.setenv("SLIPWAY_TOKEN", admin_token(settings))
-    missing = slipway(home, "monitor", "report", "nosuch", "--url", server.url, *out)
+    token = {"SLIPWAY_TOKEN": admin_token(settings)}
+    missing = slipway(home, "monitor", "report", "nosuch", "--url", server.url, *out, env=token)
     assert missing.returncode == 3 and "nosuch" in missing.stderr, missing.stderr
     assert not (tmp_path / "r.html").exists()
-    done = slipway(home, "monitor", "report", "cancer-prod", "--url", server.url, *out)
+    done = slipway(home, "monitor", "report", "cancer-prod", "--url", server.url, *out, env=token)
     assert done.returncode == 0, done.stderr
 
 
 def test_an_output_path_that_cannot_be_written_is_a_one_line_error(
-    server: BackgroundServer, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: BackgroundServer, settings: Settings, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("SLIPWAY_TOKEN", admin_token(settings))
+    token = {"SLIPWAY_TOKEN": admin_token(settings)}
     home, taken = settings.home, tmp_path / "a-file"
     taken.write_text("not a directory")
-    exported = slipway(home, "monitor", "export", "--out", str(taken))
+    exported = slipway(home, "monitor", "export", "--out", str(taken), env=token)
     assert exported.returncode == 1, exported.stderr
     assert exported.stderr.startswith(f"error: cannot write {taken}")
     assert exported.stderr.count("\n") == 1 and taken.read_text() == "not a directory"
     nowhere = tmp_path / "missing" / "r.html"
     reported = slipway(
         home, "monitor", "report", "cancer-prod", "--url", server.url, "--out", str(nowhere),
-        "--json", str(tmp_path / "r.json"),
+        "--json", str(tmp_path / "r.json"), env=token,
     )  # fmt: skip
     assert reported.returncode == 1, reported.stderr
     assert (
