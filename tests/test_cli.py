@@ -7,8 +7,10 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from skl2onnx import to_onnx
@@ -401,3 +403,35 @@ def test_serve_on_a_busy_port_does_not_claim_to_be_serving(tmp_path) -> None:
         result = slipway(tmp_path / "home", "serve", "--port", port, timeout=60)
     assert "Address already in use" in assert_one_line_error(result, 1)
     assert "serving on" not in result.stderr
+
+
+def test_serve_on_port_0_says_the_port_it_listens_on(tmp_path) -> None:
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("SLIPWAY_DATABASE_URL", "SLIPWAY_TOKEN")
+        },
+        "SLIPWAY_HOME": str(tmp_path / "home"),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "slipway.cli", "serve", "--port", "0"],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stderr is not None
+        first = server.stderr.readline()
+        found = re.match(r"serving on (http://127\.0\.0\.1:(\d+))  ", first)
+        assert found and found.group(2) != "0", first
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                live = httpx.get(found.group(1) + "/v2/health/live", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server never answered"
+                time.sleep(0.1)
+        assert live.status_code == 200
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)  # and closes the pipe

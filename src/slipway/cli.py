@@ -442,7 +442,7 @@ def serve(
     """Serve every deployment: V2 inference, /predict, /metrics and the management API."""
     from uvicorn.config import LOG_LEVELS
 
-    from slipway.server import check_auth_for_host, check_port_free, run
+    from slipway.server import run
 
     settings = _settings(host=host, port=port, workers=workers)
     if log_level.lower() not in LOG_LEVELS:
@@ -458,10 +458,12 @@ def serve(
         from slipway import workers as worker_processes
 
         raise typer.Exit(worker_processes.serve(settings, log_level=log_level))
-    check_auth_for_host(settings)
-    check_port_free(settings.host, settings.port)  # before saying it serves there
-    err_console.print(f"serving on http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
-    run(settings, log_level=log_level)
+    # Said once the port is bound (a busy one is an error first; 0 names the port chosen).
+    run(
+        settings,
+        log_level=log_level,
+        listening=lambda url: err_console.print(f"serving on {url}  (Ctrl-C to stop)"),
+    )
 
 
 @app.command()

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -189,13 +190,22 @@ def bind_socket(host: str, port: int, hint: str = "--port") -> socket.socket:
     return sock
 
 
-def run(settings: Settings, *, log_level: str = "info", app: SlipwayApp | None = None) -> None:
-    """Serve in the foreground until SIGINT/SIGTERM (``app``: one built by the caller)."""
+def run(
+    settings: Settings,
+    *,
+    log_level: str = "info",
+    app: SlipwayApp | None = None,
+    listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM (``app``: one built by the caller).
+    ``listening(url)`` is called once the port is bound (port 0: the one the system chose)."""
     check_auth_for_host(settings)
-    check_port_free(settings.host, settings.port)
+    sock = bind_socket(settings.host, settings.port)
+    if listening is not None:
+        listening(f"http://{settings.host}:{sock.getsockname()[1]}")
     app = web.mount(app or SlipwayApp(settings))
     app.freeze_gc = True  # this process is the server's alone
-    uvicorn.Server(uvicorn_config(app, settings, log_level)).run()
+    uvicorn.Server(uvicorn_config(app, settings, log_level)).run(sockets=[sock])
 
 
 class BackgroundServer:

@@ -131,6 +131,8 @@ def test_bad_and_revoked_tokens(client, users, gov_registry) -> None:
         http = client(authorization=header)
         response = http.get("/api/models")
         assert response.status_code == 401, header
+        # RFC 9110: a 401 names the scheme that would be accepted.
+        assert response.headers["www-authenticate"] == 'Bearer realm="slipway"', header
     admin = client("admin")
     assert admin.get("/api/whoami").json() == {"name": "admin", "role": "admin", "kind": "user"}
     (token,) = list_tokens(gov_registry.store, "admin")
@@ -142,7 +144,8 @@ def test_inference_token_per_deployment(client, cancer) -> None:
     body = v2_body(cancer[0][:1])
     anonymous = client()
     assert anonymous.post("/v2/models/cancer-prod/infer", json=body).status_code == 200
-    assert anonymous.post("/v2/models/private/infer", json=body).status_code == 401
+    refused = anonymous.post("/v2/models/private/infer", json=body)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
     assert anonymous.get("/v2/models/private").status_code == 401
     assert anonymous.post("/predict/private", json={"instances": [[0.0] * 30]}).status_code == 401
     assert anonymous.get("/v2/models/private/ready").status_code == 200  # readiness is public

@@ -90,6 +90,13 @@ def test_deployment_crud_and_errors(http) -> None:
         ).status_code
         == 415
     )
+    # Batching and version change together or not at all: a version that does not exist
+    # leaves the batching as it was.
+    before = http.get("/api/deployments/second").json()["batching"]
+    wanted = {**before, "max_batch_size": before["max_batch_size"] + 1}
+    refused = http.patch("/api/deployments/second", json={"version": 99, "batching": wanted})
+    assert refused.status_code == 404, refused.text
+    assert http.get("/api/deployments/second").json()["batching"] == before
     moved = http.patch("/api/deployments/second", json={"version": 1})
     assert moved.status_code == 200 and moved.json()["previous_version"] == 2
     assert http.get("/api/deployments/second").json()["version"] == 1

@@ -140,5 +140,9 @@ def serve_bundle(bundle: Path, current: Settings, *, log_level: str) -> None:
     app = SlipwayApp(current, store=store, artifacts=artifacts)
     if installed.hooks is not None:
         app.repository.hooks[(version.model, version.number)] = installed.hooks
-    err_console.print(f"serving on http://{current.host}:{current.port}  (Ctrl-C to stop)")
-    run(current, log_level=log_level, app=app)
+    run(
+        current,
+        log_level=log_level,
+        app=app,
+        listening=lambda url: err_console.print(f"serving on {url}  (Ctrl-C to stop)"),
+    )

@@ -54,6 +54,9 @@ _NOT_FOUND = codec.encode_json({"error": "no such route; see /api/openapi.json a
 _LIVE = codec.encode_json({"live": True})
 
 
+_CHALLENGE = (b"www-authenticate", b'Bearer realm="slipway"')
+
+
 def _error_body(exc: SlipwayError) -> bytes:
     return codec.encode_json({"error": exc.message})
 
@@ -220,6 +223,8 @@ class SlipwayApp:
         retry = getattr(exc, "retry_after_s", None)
         if retry is not None:
             headers = [*JSON_HEADERS, (b"retry-after", str(max(1, round(retry))).encode())]
+        elif status == 401:  # the scheme that would be accepted (RFC 9110)
+            headers = [*JSON_HEADERS, _CHALLENGE]
         await send_bytes(send, status, _error_body(exc), headers)
 
     # _dispatch, _v2, _infer and _predict are plain functions that return the handler's

@@ -346,14 +346,15 @@ class ManagementApi:
         spec: DeploymentUpdate = await self._json(request, DeploymentUpdate)
 
         def apply() -> DeploymentRecord:
-            record = self.store.get_deployment(name)
+            if spec.version is not None:  # with the batching, in one transaction
+                return self.store.set_deployment_version(
+                    name, spec.version, batching=spec.batching, actor=request.actor
+                )
             if spec.batching is not None:
-                record = self.store.update_deployment(
+                return self.store.update_deployment(
                     name, batching=spec.batching, actor=request.actor
                 )
-            if spec.version is not None:
-                record = self.store.set_deployment_version(name, spec.version, actor=request.actor)
-            return record
+            return self.store.get_deployment(name)
 
         return 200, await asyncio.to_thread(apply)
 
