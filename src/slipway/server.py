@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 import time
@@ -200,12 +201,15 @@ def run(
     """Serve in the foreground until SIGINT/SIGTERM (``app``: one built by the caller).
     ``listening(url)`` is called once the port is bound (port 0: the one the system chose)."""
     check_auth_for_host(settings)
-    sock = bind_socket(settings.host, settings.port)
+    with bind_socket(settings.host, settings.port) as sock:  # a busy port fails here, in one line
+        port = sock.getsockname()[1]
+    # uvicorn binds the port itself (and logs "Uvicorn running on ...", which scripts read).
+    settings = dataclasses.replace(settings, port=port)
     if listening is not None:
-        listening(f"http://{settings.host}:{sock.getsockname()[1]}")
+        listening(f"http://{settings.host}:{port}")
     app = web.mount(app or SlipwayApp(settings))
     app.freeze_gc = True  # this process is the server's alone
-    uvicorn.Server(uvicorn_config(app, settings, log_level)).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(app, settings, log_level)).run()
 
 
 class BackgroundServer:
