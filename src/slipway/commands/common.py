@@ -8,6 +8,7 @@ can change anything in it anyway.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -63,6 +64,20 @@ def key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
             raise errors.InvalidInput(f"{what} must look like key=value, got {pair!r}")
         result[key] = value
     return result
+
+
+def write_output(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to a temporary name beside ``path``, then rename: a reader (a CI step, a
+    browser) sees the previous file or the new one whole, never half of it. A path that cannot
+    be written is a one-line error, not a traceback."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise errors.SlipwayError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def read_input(path: Path, what: str) -> bytes:

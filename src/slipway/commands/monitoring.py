@@ -6,7 +6,6 @@ server; the live drift windows live in the serving replica, so ``monitor report`
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -18,7 +17,14 @@ import typer
 from rich.table import Table
 
 from slipway import errors
-from slipway.commands.common import console, deployer, open_registry, progress, settings
+from slipway.commands.common import (
+    console,
+    deployer,
+    open_registry,
+    progress,
+    settings,
+    write_output,
+)
 
 app = typer.Typer(
     help="Monitoring files: Grafana dashboard, Prometheus rules, reports.", no_args_is_help=True
@@ -64,7 +70,8 @@ def export(
         "slipway-alerts.rules.yml": exporting.to_yaml(exporting.alerting_rules(rules)),
     }
     for name, text in files.items():
-        _write(out / name, text)
+        write_output(out / name, text)
+        console.print(f"wrote {out / name}")
     console.print(f"{len(rules)} alert rule(s) exported")
 
 
@@ -95,21 +102,8 @@ def report(
     html_path = out or Path(f"{deployment}-report.html")
     json_path = json_out or Path(f"{deployment}-report.json")
     for path, text in ((html_path, report_html(data)), (json_path, json.dumps(data, indent=2))):
-        _write(path, text)
-
-
-def _write(path: Path, text: str) -> None:
-    """Write to a temporary name beside ``path``, then rename (a reader never sees half a
-    file); a path that cannot be written is a one-line error, not a traceback."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise errors.SlipwayError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    console.print(f"wrote {path}")
+        write_output(path, text)
+        console.print(f"wrote {path}")
 
 
 def _when(at: float) -> str:

@@ -3,7 +3,6 @@ generator on its own."""
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from slipway.commands.common import (
     progress,
     read_input,
     read_json,
+    write_output,
 )
 
 # The server, scikit-learn metrics and the pipeline are imported inside the commands: every
@@ -180,27 +180,14 @@ def validate(
     _print(report)
     console.print(f"report #{stored.id} stored on {report.ref}")
     if junit is not None:
-        _write(junit, to_junit(report))
+        write_output(junit, to_junit(report))
     if html is not None:
-        _write(html, page.encode("utf-8"))
+        write_output(html, page.encode("utf-8"))
     if json_out is not None:
-        _write(json_out, msgspec.json.format(msgspec.json.encode(report)))
+        write_output(json_out, msgspec.json.format(msgspec.json.encode(report)))
     failed = report.failed_required()
     if failed:
         raise errors.ValidationFailed(report.ref, failed)
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path``, then rename: a CI step or a viewer reading
-    the file sees the previous one or the new one whole, never half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise errors.SlipwayError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _print(report: Report) -> None:
