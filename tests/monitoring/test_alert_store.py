@@ -6,7 +6,7 @@ import pytest
 
 from slipway.errors import AlertRuleNotFound, InvalidInput
 from slipway.monitoring.alert_store import AlertStore
-from slipway.monitoring.alerts import AlertRule, step
+from slipway.monitoring.alerts import AlertEvent, AlertRule, step
 from slipway.registry.store import SqlStore
 
 
@@ -37,3 +37,24 @@ def test_rules_and_events_round_trip(store_url: str) -> None:
         assert alerts.list_rules() == []
         with pytest.raises(AlertRuleNotFound):
             alerts.delete_rule("p95")
+
+
+def test_the_alerts_open_at_the_last_stop_are_each_pairs_latest_firing_event(
+    store_url: str,
+) -> None:
+    with SqlStore(store_url) as store:
+        alerts = AlertStore(store)
+
+        def event(rule: str, deployment: str, state: str, at: float) -> AlertEvent:
+            return AlertEvent(rule, deployment, state, 1.0, 0.5, "warning", at, f"{rule} {state}")  # type: ignore[arg-type]
+
+        assert alerts.last_firing() == []
+        alerts.add_events([event("p95", "a", "firing", 1_700_000_000.0)])
+        alerts.add_events([event("p95", "b", "firing", 1_700_000_001.0)])
+        alerts.add_events([event("p95", "a", "resolved", 1_700_000_002.0)])
+        alerts.add_events([event("errors", "a", "resolved", 1_700_000_003.0)])
+        alerts.add_events([event("errors", "a", "firing", 1_700_000_004.0)])
+        open_ = alerts.last_firing()
+        assert [(e.rule, e.deployment, e.state, e.at) for e in open_] == [
+            ("p95", "b", "firing", 1_700_000_001.0), ("errors", "a", "firing", 1_700_000_004.0),
+        ]  # fmt: skip

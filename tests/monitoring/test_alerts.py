@@ -10,7 +10,7 @@ import pytest
 
 from slipway.errors import InvalidInput
 from slipway.monitoring import alerts
-from slipway.monitoring.alerts import AlertRule
+from slipway.monitoring.alerts import AlertEvent, AlertRule
 
 from .conftest import Receiver
 
@@ -117,6 +117,30 @@ def test_a_rule_removed_while_firing_resolves() -> None:
         ("drift", "a", "resolved"), ("drift", "b", "resolved"),
     ]  # fmt: skip
     assert "removed while firing" in events[0].message
+
+
+def test_states_restored_from_the_last_events_carry_on_where_they_left_off() -> None:
+    history = alerts.TrafficHistory([0.1, float("inf")])
+    rule = AlertRule(name="drift", kind="drift_score", threshold=0.2, for_s=0)
+    fired = [
+        AlertEvent("drift", "a", "firing", 0.5, 0.2, "warning", 1.0, "drift fired", id=1),
+        AlertEvent("drift", "b", "firing", 0.6, 0.2, "warning", 1.0, "drift fired", id=2),
+        AlertEvent("gone", "a", "firing", 9.0, 1.0, "critical", 1.0, "gone fired", id=3),
+    ]
+    states, closing = alerts.restore_states(fired, [rule], now=5.0)
+    # A rule deleted while the server was down resolves at once, with its own threshold.
+    assert [(e.rule, e.deployment, e.state, e.threshold, e.severity) for e in closing] == [
+        ("gone", "a", "resolved", 1.0, "critical")
+    ]
+    assert "removed while firing" in closing[0].message
+    assert {k: (s.state, s.since) for k, s in states.items()} == {
+        ("drift", "a"): ("firing", 1.0), ("drift", "b"): ("firing", 1.0),
+    }  # fmt: skip
+    # Still breached on "a": no second firing; no data on "b": it resolves.
+    values = alerts.AlertValues(traffic=history, drift={"a": {"x0": 0.5}})
+    states, events = alerts.evaluate_rules([rule], states, values, now=6.0)
+    assert [(e.deployment, e.state) for e in events] == [("b", "resolved")]
+    assert states[("drift", "a")].state == "firing"
 
 
 def test_rules_file(tmp_path: Path) -> None:

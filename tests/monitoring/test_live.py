@@ -394,6 +394,45 @@ def test_a_stored_rule_named_like_a_file_rule_does_not_refire_every_evaluation(
             assert [(r["name"], r["threshold"]) for r in listed] == [("slow", 0.0), ("errors", 0.1)]
 
 
+def test_a_rule_firing_at_shutdown_resolves_after_a_restart(
+    tmp_path: Path, registry, cancer
+) -> None:
+    """Firing states are taken up from the stored events: a rule firing when the server stopped
+    resolves once its condition has cleared, and one deleted meanwhile resolves at start."""
+    from slipway.monitoring.alert_store import AlertStore
+    from slipway.monitoring.alerts import AlertRule
+
+    from .conftest import monitoring_settings
+
+    x, _ = cancer
+    store = AlertStore(registry.store)
+    for name in ("slow", "gone"):
+        store.add_rule(AlertRule(name=name, kind="latency_p50", threshold=0.0, for_s=0, window_s=1))
+    with Receiver() as receiver:
+        settings = monitoring_settings(registry.settings.home, alert_webhooks=receiver.url)
+        with (
+            BackgroundServer(settings) as server,
+            httpx.Client(base_url=server.url, headers=admin_headers(settings)) as http,
+        ):
+            _send(http, x[:100])
+            assert _until(lambda: {"slow", "gone"} <= {b["event"]["rule"] for b in receiver.bodies})
+    store.delete_rule("gone")  # while the server is down
+    with Receiver() as receiver:
+        settings = monitoring_settings(registry.settings.home, alert_webhooks=receiver.url)
+        with (
+            BackgroundServer(settings) as server,
+            httpx.Client(base_url=server.url, headers=admin_headers(settings)) as http,
+        ):  # no traffic: the one-second window empties, so the latency rule has no data
+            assert _until(lambda: _events(receiver, "slow") == ["resolved"])
+            assert _events(receiver, "gone") == ["resolved"]
+            listed = http.get("/api/alerts", params={"deployment": "cancer-prod"}).json()
+            newest: dict[str, str] = {}
+            for event in reversed(listed["events"]):  # oldest first: the newest state stays
+                newest[event["rule"]] = event["state"]
+            assert newest == {"slow": "resolved", "gone": "resolved"}
+            assert listed["states"] == []
+
+
 def test_the_report_holds_the_deployments_alerts_however_busy_the_others_are(
     http: httpx.Client, server: BackgroundServer, settings: Settings, registry, tmp_path: Path
 ) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import msgspec
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from slipway.errors import AlertRuleNotFound, InvalidInput
@@ -99,23 +99,38 @@ class AlertStore:
                 out.append(msgspec.structs.replace(event, id=row.id))
         return out
 
+    def last_firing(self) -> list[AlertEvent]:
+        """Each rule and deployment's latest event where that event is a firing one: the
+        alerts open when the server last stopped."""
+        latest = select(func.max(AlertEventRow.id)).group_by(
+            AlertEventRow.rule, AlertEventRow.deployment
+        )
+        query = (
+            select(AlertEventRow)
+            .where(AlertEventRow.id.in_(latest), AlertEventRow.state == "firing")
+            .order_by(AlertEventRow.id)
+        )
+        with self._read() as session:
+            return [_event(row) for row in session.scalars(query)]
+
     def list_events(self, *, deployment: str | None = None, limit: int = 100) -> list[AlertEvent]:
         """Newest first."""
         query = select(AlertEventRow).order_by(AlertEventRow.id.desc()).limit(limit)
         if deployment:
             query = query.where(AlertEventRow.deployment == deployment)
         with self._read() as session:
-            return [
-                AlertEvent(
-                    rule=row.rule,
-                    deployment=row.deployment,
-                    state=row.state,  # type: ignore[arg-type]
-                    value=row.value,
-                    threshold=row.threshold,
-                    severity=row.severity,
-                    at=row.at.timestamp(),
-                    message=row.message,
-                    id=row.id,
-                )
-                for row in session.scalars(query)
-            ]
+            return [_event(row) for row in session.scalars(query)]
+
+
+def _event(row: AlertEventRow) -> AlertEvent:
+    return AlertEvent(
+        rule=row.rule,
+        deployment=row.deployment,
+        state=row.state,  # type: ignore[arg-type]
+        value=row.value,
+        threshold=row.threshold,
+        severity=row.severity,
+        at=row.at.timestamp(),
+        message=row.message,
+        id=row.id,
+    )

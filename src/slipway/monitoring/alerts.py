@@ -369,6 +369,30 @@ def evaluate_rules(
     return new_states, events
 
 
+def restore_states(
+    fired: Sequence[AlertEvent], rules: Sequence[AlertRule], now: float
+) -> tuple[dict[tuple[str, str], AlertState], list[AlertEvent]]:
+    """States to start from after a restart: ``fired`` are the stored firing events that are
+    still each rule and deployment's latest. Those of rules in force are firing again (no
+    second firing event while they stay breached; resolved once they are not); those of rules
+    deleted meanwhile resolve now, in the returned events."""
+    names = {rule.name for rule in rules}
+    states: dict[tuple[str, str], AlertState] = {}
+    closing: list[AlertEvent] = []
+    for event in fired:
+        if event.rule in names:
+            key = (event.rule, event.deployment)
+            states[key] = AlertState(event.rule, event.deployment, "firing", event.at, event.value)
+            continue
+        message = f"{event.rule}: the rule was removed while firing for {event.deployment}"
+        closing.append(
+            msgspec.structs.replace(
+                event, state="resolved", value=None, at=now, message=message, id=None
+            )
+        )
+    return states, closing
+
+
 # -- delivery ----------------------------------------------------------------------------------
 
 

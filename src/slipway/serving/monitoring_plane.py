@@ -153,12 +153,39 @@ class MonitoringPlane:
             await asyncio.sleep(0)
 
     async def _loop(self) -> None:
+        if self.settings.alert_evaluation:
+            try:
+                await self.restore()
+            except Exception:  # the registry may be briefly unreachable: start afresh
+                log.exception("restoring the alert states failed")
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
             try:
                 await self.tick()
             except Exception:  # the registry may be briefly unreachable; try next time
                 log.exception("monitoring evaluation failed")
+
+    async def restore(self) -> list[alerts.AlertEvent]:
+        """Take up the alerts that were firing when the server last stopped, so each one gets
+        its resolved event (stored, logged, sent) once its condition clears; a rule deleted
+        meanwhile resolves now. Returns the events sent."""
+        fired = await asyncio.to_thread(self.alert_store.last_firing)
+        stored = await asyncio.to_thread(self.alert_store.list_rules)
+        rules = alerts.rules_in_force(self.file_rules, stored)
+        self.states, closing = alerts.restore_states(fired, rules, time.time())
+        self._evaluated_rules = rules
+        for rule, deployment in self.states:
+            self.metrics.alerts_firing.labels(rule, deployment).set(1)
+        return await self._publish(closing)
+
+    async def _publish(self, events: list[alerts.AlertEvent]) -> list[alerts.AlertEvent]:
+        """Store, log and send new events."""
+        if events:
+            events = await asyncio.to_thread(self.alert_store.add_events, events)
+            for event in events:
+                log.warning("alert %s: %s", event.state, event.message)
+            self.sender.send(events)
+        return events
 
     async def tick(self) -> list[alerts.AlertEvent]:
         """One evaluation: drift windows, traffic sample, alert rules; returns new events."""
@@ -201,12 +228,7 @@ class MonitoringPlane:
             self.metrics.alerts_firing.labels(rule, deployment).set(state.state == "firing")
         for gone in before.keys() - self.states.keys():  # a deleted rule, a removed deployment
             self.metrics.retire(self.metrics.alerts_firing, gone, 0.0)
-        if events:
-            events = await asyncio.to_thread(self.alert_store.add_events, events)
-            for event in events:
-                log.warning("alert %s: %s", event.state, event.message)
-            self.sender.send(events)
-        return events
+        return await self._publish(events)
 
     def _deployed(self) -> set[tuple[str, int]]:
         keep = set()
