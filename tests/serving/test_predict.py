@@ -68,6 +68,21 @@ def test_predict_rows_mixing_objects_and_lists_get_a_clear_400(http, cancer) -> 
         assert "list indices" not in response.json()["error"]
 
 
+def test_predict_rows_with_a_field_the_first_row_lacks_get_a_clear_400(http, cancer) -> None:
+    rows = [{f"x{i}": float(v) for i, v in enumerate(row)} for row in cancer[0][:2]]
+    rows[1]["x30"] = 1.0  # dropped without a word before
+    for path in ("/predict/cancer-prod", "/v1/models/cancer-prod:predict"):
+        response = http.post(path, json={"instances": rows})
+        assert response.status_code == 400, response.text
+        assert "'x30' is not in the first row" in response.json()["error"], response.text
+
+
+def test_kserve_v1_inputs_that_are_not_a_list_are_named_as_sent(http) -> None:
+    response = http.post("/v1/models/cancer-prod:predict", json={"inputs": {"x0": [1.0]}})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == 'expected {"inputs": [...]}: a list of rows'
+
+
 def test_predict_max_tokens_for_a_model_without_it_says_so(http, cancer) -> None:
     body = {"instances": cancer[0][:1].tolist(), "max_tokens": 3}
     response = http.post("/predict/cancer-prod", json=body)

@@ -361,10 +361,19 @@ def decode_predict_request(
         )
     spec = signature.inputs[0]
     if isinstance(rows[0], dict):
-        keys = list(rows[0])
+        first = rows[0]
+        keys = list(first)
         if feature_names is not None and keys != feature_names and set(feature_names) <= set(keys):
             keys = feature_names
         try:
+            for row in rows:  # a field only some rows have would be dropped without a word
+                if len(row) != len(first):
+                    extra = next((k for k in row if k not in first), None)
+                    if extra is not None:
+                        raise InvalidInput(
+                            f"every instance must have the same fields: {extra!r} is not in the"
+                            " first row"
+                        )
             rows = [[row[k] for k in keys] for row in rows]
         except KeyError as exc:
             raise InvalidInput(f"every instance must have the same fields: missing {exc}") from exc

@@ -35,7 +35,7 @@ def decode_v1_request(
     field = "instances" if "instances" in payload else "inputs"
     rows = payload.get(field)
     if not isinstance(rows, list):
-        raise InvalidInput('expected {"instances": [...]}: a list of rows')
+        raise InvalidInput(f'expected {{"{field}": [...]}}: a list of rows')
     check_rows(len(rows), max_rows, field)
     return rows_to_inputs(rows, record, what=field)
 

@@ -73,6 +73,13 @@ def rows_to_inputs(rows: list[Any], record: VersionRecord, *, what: str) -> dict
             raise InvalidInput(
                 f"every row of {what} must be an object of column → value, like the first"
             ) from exc
+        for row in rows:  # a field only some rows have would be dropped without a word
+            if len(row) != len(columns):
+                extra = next(c for c in row if c not in rows[0])  # fewer fields: a KeyError
+                raise InvalidInput(
+                    f"every row of {what} must have the same fields: {extra!r} is not in the"
+                    " first row"
+                )
         return columns_to_inputs(columns, data, record, what=what)
     inputs = record.signature.inputs
     if len(inputs) != 1:
