@@ -86,3 +86,14 @@ def test_out_of_range_number_is_a_clear_input_error() -> None:
     body = b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1e999,-1e999]}]}'
     with pytest.raises(InvalidInput, match="out of range"):
         codec.decode_infer_request(body, max_rows=10)
+
+
+def test_floating_point_data_reads_numbers_sent_as_text_and_refuses_other_text() -> None:
+    def decode(data: list[object]) -> np.ndarray:
+        tensor = {"name": "x", "shape": [len(data)], "datatype": "FP32", "data": data}
+        _, arrays = codec.decode_infer_request(codec.encode_json({"inputs": [tensor]}), max_rows=9)
+        return arrays["x"]
+
+    assert decode(["1.5", True, 2]).tolist() == [1.5, 1.0, 2.0]  # as documented: numpy's reading
+    with pytest.raises(InvalidInput, match="does not fit datatype FP32"):
+        decode(["1.5", "abc"])
