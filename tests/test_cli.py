@@ -296,11 +296,15 @@ def test_a_failed_register_leaves_no_version_and_no_artifact(tmp_path, iris_onnx
     refused = slipway(home, "models", "register", "iris", str(not_onnx))
     line = assert_one_line_error(refused, 2)
     assert "notes.onnx is not a valid ONNX model" in line
+    # The step that failed is marked so, on the line above the error.
+    assert refused.stderr.splitlines()[-2].startswith("✗ storing, verifying and registering")
     refused = slipway(home, "models", "register", "iris", str(path), "--reference", str(narrow))
     assert_one_line_error(refused, 2)
     assert stored() == []
     assert_one_line_error(slipway(home, "models", "show", "iris"), 3)
-    assert "registered iris@1" in slipway(home, "models", "register", "iris", str(path)).stdout
+    registered = slipway(home, "models", "register", "iris", str(path))
+    assert "registered iris@1" in registered.stdout
+    assert registered.stderr.startswith("✓ storing, verifying and registering"), registered.stderr
     assert len(stored()) == 1
 
 

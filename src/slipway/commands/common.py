@@ -15,8 +15,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console, RenderableType
+from rich.progress import Progress, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from slipway import errors
 from slipway.settings import Settings
@@ -44,10 +45,36 @@ def open_registry() -> Registry:
     return Registry(settings())
 
 
-def progress() -> Progress:
+class _StepColumn(SpinnerColumn):
+    """The spinner while a step runs; its mark (✓ or ✗) once it has ended."""
+
+    def render(self, task: Task) -> RenderableType:
+        mark = task.fields.get("mark")
+        return Text.from_markup(mark) if mark else super().render(task)
+
+
+class Steps(Progress):
+    """A spinner per step with its elapsed time, on stderr. When the block ends every step is
+    marked done (✓), or failed (✗) if the block ends with an error while it is still running,
+    so the line left above ``error: ...`` says which step failed rather than showing a spinner
+    stopped mid-turn."""
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        for task in self.tasks:
+            if task.fields.get("mark"):
+                continue
+            failed = exc_type is not None and not task.finished
+            total = task.total or 1
+            self.update(
+                task.id, total=total, completed=total, mark="[red]✗[/]" if failed else "[green]✓[/]"
+            )
+        super().__exit__(exc_type, exc, tb)
+
+
+def progress() -> Steps:
     """A spinner with elapsed time on stderr, for steps that take a while."""
-    return Progress(
-        SpinnerColumn(),
+    return Steps(
+        _StepColumn(),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
         console=err_console,
