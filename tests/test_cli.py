@@ -319,11 +319,50 @@ def test_a_failed_register_leaves_no_version_and_no_artifact(tmp_path, iris_onnx
         pytest.param(
             ["models", "list"], {"SLIPWAY_MAX_BATCH_DELAY_MS": "soon"}, "soon", id="env-float"
         ),
+        # Values of the right type that break the setting's rule (a busy loop, a limit that
+        # refuses everything, a misspelt mode that was silently the default).
+        pytest.param(
+            ["serve", "--port", "0"],
+            {"SLIPWAY_MONITOR_INTERVAL_S": "0"},
+            "SLIPWAY_MONITOR_INTERVAL_S must be more than 0",
+            id="env-interval-zero",
+        ),
+        pytest.param(
+            ["serve", "--port", "0"],
+            {"SLIPWAY_MAX_BODY_BYTES": "-1"},
+            "SLIPWAY_MAX_BODY_BYTES must be at least 1",
+            id="env-negative-limit",
+        ),
+        pytest.param(
+            ["serve", "--port", "0"],
+            {"SLIPWAY_REQUEST_TIMEOUT_S": "nan"},
+            "finite",
+            id="env-nan",
+        ),
+        pytest.param(
+            ["serve", "--port", "0"],
+            {"SLIPWAY_DRIFT_WINDOW": "weekly"},
+            "SLIPWAY_DRIFT_WINDOW must be one of time, rows",
+            id="env-choice",
+        ),
+        pytest.param(
+            ["serve", "--port", "0"],
+            {"SLIPWAY_ALERT_WEBHOOKS": "https://hooks.example/a,hooks.example/b"},
+            "'hooks.example/b'",
+            id="env-url",
+        ),
+        pytest.param(
+            ["serve", "--port", "0"],
+            {"SLIPWAY_ALERT_RULES_FILE": "/nonexistent/rules.toml"},
+            "cannot read alert rules",
+            id="rules-file",
+        ),
     ],
 )
 def test_bad_settings_are_refused_before_anything_starts(tmp_path, args, env, fragment) -> None:
     result = slipway(tmp_path / "home", *args, env=env, timeout=60)
     assert fragment in assert_one_line_error(result, 2)
+    assert "serving on" not in result.stderr
 
 
 @pytest.mark.parametrize("command", ["package", "rollback", "readiness", "validate", "deploy"])

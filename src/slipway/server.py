@@ -205,9 +205,9 @@ def run(
         port = sock.getsockname()[1]
     # uvicorn binds the port itself (and logs "Uvicorn running on ...", which scripts read).
     settings = dataclasses.replace(settings, port=port)
+    app = web.mount(app or SlipwayApp(settings))  # a bad rules file fails here, before the line
     if listening is not None:
         listening(f"http://{settings.host}:{port}")
-    app = web.mount(app or SlipwayApp(settings))
     app.freeze_gc = True  # this process is the server's alone
     uvicorn.Server(uvicorn_config(app, settings, log_level)).run()
 

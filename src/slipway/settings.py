@@ -3,13 +3,58 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
 from slipway.errors import InvalidInput
 
+MAX_WORKERS = 64  # server processes of one `serve --workers`
+
 _PARSERS = {"int": int, "float": float, "str": str}
 _KINDS = {"int": "a whole number", "float": "a number", "str": "text"}
+
+# What each setting may hold beyond its type, checked however the settings are built (the
+# environment, flags, a test): a zero interval would be a busy loop, a zero or negative limit
+# refuses everything or nothing, and a misspelt mode was silently the default.
+_AT_LEAST_1 = (
+    "max_body_bytes", "max_upload_bytes", "max_rows", "max_queue_rows", "max_batch_size",
+    "onnx_threads", "max_tokens", "context_tokens", "evidence_max_samples",
+    "evidence_max_request_ids", "shadow_workers", "events_batch_size",
+    "drift_window_slots", "drift_min_samples", "audit_batch_size",
+)  # fmt: skip
+_AT_LEAST_0 = (  # a side queue of 0 holds nothing: every item is dropped and counted
+    "max_batch_delay_ms", "inline_batch_max_ms", "drift_capture_per_s", "alert_webhook_retries",
+    "alert_webhook_backoff_s", "drift_psi_threshold", "drift_wasserstein_threshold",
+    "shadow_queue_size", "events_queue_size", "drift_queue_size", "audit_queue_records",
+    "audit_queue_bytes",
+)  # fmt: skip
+_ABOVE_0 = (
+    "request_timeout_s", "head_timeout_s", "generation_timeout_s", "reconcile_interval_s",
+    "evidence_flush_interval_s", "rollout_interval_s", "rollout_lease_s", "shadow_timeout_s",
+    "events_flush_interval_s", "monitor_interval_s", "drift_interval_s", "drift_window_size",
+    "token_refresh_s", "audit_flush_interval_s",
+)  # fmt: skip
+_CHOICES = {
+    "device": ("cpu", "gpu", "auto"),
+    "events_mode": ("binary", "batch"),
+    "drift_window": ("time", "rows"),
+    "audit_predictions": ("fail-open", "fail-closed", "off"),
+    "monitoring": (0, 1),
+    "alert_evaluation": (0, 1),
+    "auth": (0, 1),
+    "grpc_reuse_port": (0, 1),
+}
+_URLS = ("events_url", "otlp_endpoint", "alert_webhooks")  # alert_webhooks: comma-separated
+
+
+class SettingRefused(InvalidInput):
+    """A setting's value breaks its rule; named as the environment variable that sets it."""
+
+    def __init__(self, name: str, rule: str, value: object, *, flag: bool = False) -> None:
+        self.name, self.rule, self.value = name, rule, value
+        where = f"--{name.replace('_', '-')}" if flag else f"setting SLIPWAY_{name.upper()}"
+        super().__init__(f"{where} {rule}; it is {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +138,37 @@ class Settings:
     audit_batch_size: int = 500
     audit_flush_interval_s: float = 0.2
 
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                self._refuse(field.name, "must be a finite number")
+        for name in _AT_LEAST_1:
+            if getattr(self, name) < 1:
+                self._refuse(name, "must be at least 1")
+        for name in _AT_LEAST_0:
+            if getattr(self, name) < 0:
+                self._refuse(name, "must not be negative")
+        for name in _ABOVE_0:
+            if getattr(self, name) <= 0:
+                self._refuse(name, "must be more than 0")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                self._refuse(name, f"must be one of {', '.join(map(str, choices))}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            self._refuse("workers", f"must be between 1 and {MAX_WORKERS}")
+        if not -1 <= self.grpc_port <= 65535:
+            self._refuse("grpc_port", "must be -1 (off), 0 (any free port) or a port up to 65535")
+        if not 0 < self.drift_alpha < 1:
+            self._refuse("drift_alpha", "must be between 0 and 1")
+        for name in _URLS:
+            for url in filter(None, (u.strip() for u in getattr(self, name).split(","))):
+                if not url.startswith(("http://", "https://")):
+                    self._refuse(name, f"must hold http:// or https:// URLs, not {url!r}")
+
+    def _refuse(self, name: str, rule: str) -> None:
+        raise SettingRefused(name, rule, getattr(self, name))
+
     @property
     def drain_s(self) -> int:
         """Seconds the server gives in-flight requests to finish after SIGTERM."""
@@ -118,8 +194,15 @@ class Settings:
                 raise InvalidInput(
                     f"{key}={env[key]!r} is not a valid setting: it takes {_KINDS[kind]}"
                 ) from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values.update(given)
         port = values.get("port", cls.port)
         if isinstance(port, int) and not 0 <= port <= 65535:
             raise InvalidInput(f"port {port} is out of range: use 0-65535 (0: any free port)")
-        return cls(**values)  # type: ignore[arg-type]
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except SettingRefused as exc:
+            if exc.name not in given:
+                raise
+            # Given by the caller, as a command's flag (--workers 0): named so.
+            raise SettingRefused(exc.name, exc.rule, exc.value, flag=True) from None

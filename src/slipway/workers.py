@@ -32,10 +32,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from slipway.errors import InvalidInput, SlipwayError
+from slipway.errors import SlipwayError
 from slipway.settings import Settings
 
-MAX_WORKERS = 64
 FAST_EXIT_S = 10.0  # a worker that exits this soon after it started counts towards a crash loop
 MAX_FAST_EXITS = 3
 POLL_S = 0.2
@@ -67,9 +66,7 @@ class Supervisor:
     """Starts, replaces and stops the worker processes of one server."""
 
     def __init__(self, settings: Settings, *, log_level: str = "info") -> None:
-        workers = settings.workers
-        if not 1 <= workers <= MAX_WORKERS:
-            raise InvalidInput(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
+        workers = settings.workers  # 1 to MAX_WORKERS, as Settings checks
         if settings.grpc_port == 0:
             raise SlipwayError(
                 "--workers needs a fixed SLIPWAY_GRPC_PORT (0 would give each worker its own)"

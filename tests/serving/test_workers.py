@@ -156,8 +156,8 @@ def test_workers_share_the_port_and_one_metrics_page_and_a_dead_one_is_replaced(
 
 
 def test_a_worker_that_keeps_failing_at_start_stops_the_server(home: Path) -> None:
-    # The supervisor does not build the app; each worker does, and fails on this setting.
-    served = Served(home, 2, SLIPWAY_AUDIT_PREDICTIONS="sometimes")
+    # The supervisor does not build the app; each worker does, and fails reading this file.
+    served = Served(home, 2, SLIPWAY_ALERT_RULES_FILE=str(home / "no-such-rules.toml"))
     code = served.proc.wait(timeout=120)
     output = served.output()
     assert code == 1, output
@@ -170,7 +170,7 @@ def test_worker_counts_out_of_range_and_bundles_are_refused(home: Path) -> None:
         [SLIPWAY, "serve", "--port", str(_free_port()), "--workers", "0"],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert done.returncode != 0 and "--workers must be between 1 and 64" in done.stderr
+    assert done.returncode != 0 and "--workers must be between 1 and 64; it is 0" in done.stderr
     done = subprocess.run(
         [SLIPWAY, "serve", "--bundle", str(home), "--workers", "2"],
         env=env, capture_output=True, text=True, timeout=60,
