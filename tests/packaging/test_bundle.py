@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from slipway.errors import BundleInvalid, PackagingFailed, VersionConflict
 from slipway.local import Registry
-from slipway.packaging.bundle import BundleOptions, write_bundle
+from slipway.packaging.bundle import BundleOptions, build_wheel, source_checkout, write_bundle
 from slipway.packaging.install import install_bundle
 from slipway.packaging.manifest import BundleManifest, read_manifest, sha256_file
 from slipway.registry.artifacts import ArtifactStore
@@ -48,6 +49,15 @@ def test_the_wheel_is_slipway_itself(bundle: tuple[Path, BundleManifest]) -> Non
     names = zipfile.ZipFile(wheel).namelist()
     assert "slipway/cli.py" in names and "slipway/packaging/install.py" in names
     assert not any("__pycache__" in n for n in names)
+
+
+def test_the_same_source_builds_the_same_wheel(tmp_path: Path) -> None:
+    # Reproducible: the wheel (and so bundle.json's hash of it) must not depend on the clock.
+    first = build_wheel(source_checkout(), tmp_path / "first")
+    time.sleep(2.1)  # zip entries are dated to 2 s
+    second = build_wheel(source_checkout(), tmp_path / "second")
+    assert first.name == second.name
+    assert first.read_bytes() == second.read_bytes()
 
 
 def test_a_handler_is_checked_tested_and_bundled(

@@ -67,6 +67,9 @@ ARTIFACT_NAMES = {
     "gguf": "model.gguf",
 }
 
+# 1980-01-01, the earliest time a zip entry can hold: the date of every file in the wheel.
+WHEEL_EPOCH = "315532800"
+
 Step = Callable[[str], None]
 
 
@@ -109,7 +112,11 @@ def source_checkout() -> Path:
 
 
 def build_wheel(source: Path, into: Path, *, timeout_s: float = 300.0) -> Path:
-    """Build slipway's wheel from a copy of ``source`` (the shared checkout is never written)."""
+    """Build slipway's wheel from a copy of ``source`` (the shared checkout is never written).
+
+    The same source gives the same wheel, byte for byte: every entry is dated
+    ``SOURCE_DATE_EPOCH`` (the build tools' convention) instead of the build's clock.
+    """
     with tempfile.TemporaryDirectory(prefix="slipway-wheel-") as tmp:
         copy = Path(tmp) / "src-copy"
         copy.mkdir()
@@ -126,8 +133,11 @@ def build_wheel(source: Path, into: Path, *, timeout_s: float = 300.0) -> Path:
             sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
             "--wheel-dir", str(into), str(copy),
         ]  # fmt: skip
+        env = {**os.environ, "SOURCE_DATE_EPOCH": WHEEL_EPOCH}
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout_s, env=env
+            )
         except subprocess.TimeoutExpired:
             raise PackagingFailed(f"building slipway's wheel took over {timeout_s:g}s") from None
         if done.returncode != 0:
