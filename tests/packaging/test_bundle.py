@@ -15,7 +15,9 @@ from slipway.errors import BundleInvalid, PackagingFailed, VersionConflict
 from slipway.local import Registry
 from slipway.packaging.bundle import BundleOptions, build_wheel, source_checkout, write_bundle
 from slipway.packaging.install import install_bundle
+from slipway.packaging.kubernetes import KubernetesOptions
 from slipway.packaging.manifest import BundleManifest, read_manifest, sha256_file
+from slipway.packaging.readme import render_readme
 from slipway.registry.artifacts import ArtifactStore
 from slipway.registry.store import SqlStore
 from tests.packaging.conftest import settings_for, write_handler
@@ -40,6 +42,20 @@ def test_bundle_holds_the_verified_artifact_and_a_manifest(
     ]  # fmt: skip
     readme = (path / "README.md").read_text()
     assert "iris@2" in readme and "slipway serve --bundle" in readme and record.digest in readme
+
+
+def test_the_readme_installs_the_lock_the_way_the_lock_allows(
+    bundle: tuple[Path, BundleManifest],
+) -> None:
+    # pip refuses --require-hashes for a lock written without hashes (a file whose hash pip
+    # could not know), as the Dockerfile already knows.
+    path, manifest = bundle
+    pip = "venv/bin/pip install --no-deps --require-hashes -r requirements.lock"
+    assert pip in (path / "README.md").read_text()
+    k8s = KubernetesOptions(name="iris", image="iris:2")
+    unhashed = render_readme(manifest, k8s, hashed=False)
+    assert "venv/bin/pip install --no-deps -r requirements.lock" in unhashed
+    assert "--require-hashes" not in unhashed
 
 
 def test_the_wheel_is_slipway_itself(bundle: tuple[Path, BundleManifest]) -> None:

@@ -308,5 +308,6 @@ def _assemble(
     (work / KUBERNETES_DIR).mkdir()
     for name, document in kubernetes.render_manifests(k8s).items():
         (work / KUBERNETES_DIR / name).write_text(kubernetes.dump_manifest(document))
-    (work / "README.md").write_text(render_readme(manifest, k8s))
+    readme = render_readme(manifest, k8s, hashed=lock.lock_is_hashed(lock_text))
+    (work / "README.md").write_text(readme)
     return manifest
