@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,23 @@ def test_names_become_kubernetes_labels() -> None:
     assert manifests["deployment.yaml"]["metadata"]["name"] == "churn-model-v2"
     for document in manifests.values():
         kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        pytest.param("churn", "churn", id="plain"),
+        pytest.param("3d", "slipway-3d", id="leading-digit"),
+        pytest.param("7" + "a" * 63, "slipway-7" + "a" * 54, id="leading-digit-long"),
+        pytest.param("x" * 62 + "_", "x" * 62, id="trailing-underscore"),
+    ],
+)
+def test_object_names_are_ones_a_service_may_have(name: str, expected: str) -> None:
+    # A Service's name is a DNS-1035 label (it starts with a letter); the API server refuses
+    # a Service named "3d", though a model may be.
+    manifests = render_manifests(KubernetesOptions(name=name, image="c:1"))
+    names = {document["metadata"]["name"] for document in manifests.values()}
+    assert names == {expected, f"{expected}-config"}
+    assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", expected)
+    container = manifests["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == f"{expected}-registry"

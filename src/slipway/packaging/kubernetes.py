@@ -43,9 +43,19 @@ class KubernetesOptions:
 
 
 def kubernetes_name(name: str) -> str:
-    """A Slipway name as a DNS-1123 label: lower case, ``_`` and ``.`` become ``-``."""
+    """A Slipway name as a DNS-1123 label (a label's value): lower case, ``_`` and ``.``
+    become ``-``. Objects are named with :func:`resource_name`."""
     label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].rstrip("-")
     return label or "slipway"
+
+
+def resource_name(name: str) -> str:
+    """The name of the objects written for deployment ``name``: a DNS-1035 label, which a
+    Service's name must be (it starts with a letter, so ``3d`` becomes ``slipway-3d``)."""
+    label = kubernetes_name(name)
+    if not label[0].isalpha():
+        label = f"slipway-{label}"[:63].rstrip("-")
+    return label
 
 
 def termination_grace_s(options: KubernetesOptions) -> int:
@@ -55,7 +65,7 @@ def termination_grace_s(options: KubernetesOptions) -> int:
 
 def render_manifests(options: KubernetesOptions) -> dict[str, dict[str, Any]]:
     """File name → manifest, for ``kubectl apply -f kubernetes/``."""
-    name = kubernetes_name(options.name)
+    name = resource_name(options.name)
     secret = options.secret or f"{name}-registry"
     labels = {
         "app.kubernetes.io/name": "slipway",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from slipway.packaging.docker import USER_ID
-from slipway.packaging.kubernetes import KubernetesOptions, kubernetes_name, termination_grace_s
+from slipway.packaging.kubernetes import KubernetesOptions, resource_name, termination_grace_s
 from slipway.packaging.manifest import BundleManifest
 
 
@@ -12,7 +12,7 @@ def render_readme(manifest: BundleManifest, k8s: KubernetesOptions, *, hashed: b
     the lock pins every file by hash, so it is installed with ``--require-hashes``."""
     record = manifest.version
     serving = manifest.serving
-    name = kubernetes_name(k8s.name)
+    name = resource_name(k8s.name)
     secret = k8s.secret or f"{name}-registry"
     inputs = "\n".join(
         f"| input | `{s.name}` | {s.datatype} | {s.shape} |" for s in record.signature.inputs
