@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,12 @@ import pytest
 import yaml
 
 from slipway.packaging.docker import render_dockerfile
-from slipway.packaging.kubernetes import KubernetesOptions, render_manifests, termination_grace_s
+from slipway.packaging.kubernetes import (
+    KubernetesOptions,
+    quantity,
+    render_manifests,
+    termination_grace_s,
+)
 from slipway.packaging.manifest import BundleManifest
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -186,3 +192,21 @@ def test_object_names_are_ones_a_service_may_have(name: str, expected: str) -> N
     assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", expected)
     container = manifests["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]
     assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == f"{expected}-registry"
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        pytest.param("500m", Decimal("0.5"), id="milli"),
+        pytest.param("2", Decimal(2), id="plain"),
+        pytest.param(".5", Decimal("0.5"), id="fraction"),
+        pytest.param("512Mi", Decimal(512 * 2**20), id="binary"),
+        pytest.param("3G", Decimal(3 * 10**9), id="decimal"),
+        pytest.param("1e3", Decimal(1000), id="exponent"),
+        pytest.param("2E", Decimal(2 * 10**18), id="exa"),
+        pytest.param("1 GB", None, id="not-a-quantity"),
+        pytest.param("-2Gi", None, id="negative"),
+    ],
+)
+def test_kubernetes_quantities_are_read_as_numbers(text: str, value: Decimal | None) -> None:
+    assert quantity(text) == value

@@ -43,6 +43,7 @@ from slipway.packaging.manifest import (
 from slipway.packaging.readme import render_readme
 from slipway.packaging.record import record_bundle
 from slipway.registry.artifacts import ArtifactStore
+from slipway.registry.names import check_name
 from slipway.registry.records import BatchingConfig, VersionRecord
 from slipway.registry.store import SqlStore
 from slipway.settings import Settings
@@ -179,6 +180,7 @@ def write_bundle(
     """
     if out.exists():
         raise PackagingFailed(f"{out} already exists; remove it or choose another --out")
+    check_options(options)
     record = store.get_version(model, number)
     step(f"verifying {record.ref} sha256:{record.digest[:12]}")
     artifact = artifacts.verified_path(record.digest)
@@ -200,6 +202,18 @@ def write_bundle(
     # The registry remembers the bundle (and what its files say) for `slipway readiness`.
     record_bundle(store, out, manifest, actor=actor)
     return manifest
+
+
+def check_options(options: BundleOptions) -> None:
+    """Refuse what serving the bundle, ``docker build`` or pip would refuse, before any work:
+    an invalid deployment name or image reference, an extra requirement not pinned with ``==``.
+    """
+    if options.deployment is not None:
+        check_name("deployment", options.deployment)
+    if options.image is not None:
+        kubernetes.check_image(options.image)
+    for pinned in options.extra_requirements:
+        lock.check_pinned(pinned)
 
 
 def _checked_handler(options: BundleOptions, step: Step) -> Path | None:
