@@ -205,6 +205,24 @@ def test_an_altered_bundle_is_refused(
         install_bundle(copy, store, ArtifactStore(tmp_path / "artifacts"))
 
 
+def test_a_handler_that_fails_to_import_leaves_the_registry_untouched(
+    handler_bundle: tuple[Path, BundleManifest], tmp_path: Path
+) -> None:
+    # Was: version and deployment registered, then the import failed. Another replica serving
+    # that deployment would answer without the hooks (millimetres fed to a centimetre model).
+    copy = tmp_path / "copy"
+    shutil.copytree(handler_bundle[0], copy)
+    handler = copy / "handler" / "handler.py"
+    handler.write_text("raise RuntimeError('needs a GPU')\n")
+    data = msgspec.json.decode((copy / "bundle.json").read_bytes())
+    data["handler"]["sha256"] = sha256_file(handler)  # a hash, not a signature
+    (copy / "bundle.json").write_bytes(msgspec.json.encode(data))
+    with SqlStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        with pytest.raises(PackagingFailed, match="RuntimeError: needs a GPU"):
+            install_bundle(copy, store, ArtifactStore(tmp_path / "artifacts"))
+        assert store.list_deployments() == [] and store.list_models() == []
+
+
 def test_replicas_starting_together_agree(
     bundle: tuple[Path, BundleManifest], store_url: str, tmp_path: Path
 ) -> None:
