@@ -114,6 +114,36 @@ def test_a_handler_without_tests_or_hooks_is_refused(tmp_path: Path, source_home
                 )  # fmt: skip
 
 
+def test_a_handler_that_needs_files_the_bundle_lacks_is_refused(
+    tmp_path: Path, source_home: Path
+) -> None:
+    # Its tests pass beside labels.json, but the bundle (and the image) hold handler.py alone:
+    # `serve --bundle` could never import it.
+    reads_labels = """
+import json
+from pathlib import Path
+
+SPECIES = json.loads((Path(__file__).parent / "labels.json").read_text())
+
+
+def postprocess(outputs):
+    return {**outputs, "species": [SPECIES[i] for i in outputs["label"]]}
+"""
+    test = "from handler import SPECIES\n\ndef test_labels():\n    assert len(SPECIES) == 3\n"
+    handler = write_handler(tmp_path / "h", handler=reads_labels, test=test)
+    (tmp_path / "h" / "labels.json").write_text('["setosa", "versicolor", "virginica"]')
+    out = tmp_path / "never"
+    with (
+        Registry(settings_for(source_home)) as registry,
+        pytest.raises(PackagingFailed, match="as the bundle holds it.*labels.json"),
+    ):
+        write_bundle(
+            registry.store, registry.artifacts, "iris", 2, out, registry.settings,
+            BundleOptions(handler=handler),
+        )  # fmt: skip
+    assert not out.exists() and list(tmp_path.glob(".never*")) == []
+
+
 def test_an_existing_output_directory_is_not_overwritten(
     bundle: tuple[Path, BundleManifest], source_home: Path
 ) -> None:

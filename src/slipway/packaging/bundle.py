@@ -232,6 +232,19 @@ def _checked_handler(options: BundleOptions, step: Step) -> Path | None:
     return path
 
 
+def _check_bundled_handler(path: Path) -> None:
+    """Import the handler as the bundle holds it, where ``serve --bundle`` will: its tests ran
+    beside files (data, modules) that the bundle and the image do not carry."""
+    try:
+        load_hooks(path, name="slipway_handler_bundled")
+    except PackagingFailed as exc:
+        why = exc.message.split(" failed: ", 1)[-1]
+        raise PackagingFailed(
+            f"the handler cannot be imported as the bundle holds it (handler.py alone, without"
+            f" the files beside it): {why}; keep what it needs inside handler.py"
+        ) from exc
+
+
 def _assemble(
     work: Path,
     record: VersionRecord,
@@ -253,6 +266,7 @@ def _assemble(
             shutil.copyfile(path, work / HANDLER_DIR / path.name)
         relative = f"{HANDLER_DIR}/{HANDLER_FILE}"
         handler_ref = FileRef(relative, sha256_file(work / relative))
+        _check_bundled_handler(work / relative)
 
     step("building slipway's wheel")
     wheel = build_wheel(source or source_checkout(), work / WHEEL_DIR)
