@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,9 +13,11 @@ import pytest
 
 from slipway.errors import BundleInvalid, PackagingFailed, VersionConflict
 from slipway.local import Registry
-from slipway.packaging.bundle import BundleOptions, write_bundle
+from slipway.packaging.bundle import BundleOptions, build_wheel, source_checkout, write_bundle
 from slipway.packaging.install import install_bundle
+from slipway.packaging.kubernetes import KubernetesOptions
 from slipway.packaging.manifest import BundleManifest, read_manifest, sha256_file
+from slipway.packaging.readme import render_readme
 from slipway.registry.artifacts import ArtifactStore
 from slipway.registry.store import SqlStore
 from tests.packaging.conftest import settings_for, write_handler
@@ -41,6 +44,20 @@ def test_bundle_holds_the_verified_artifact_and_a_manifest(
     assert "iris@2" in readme and "slipway serve --bundle" in readme and record.digest in readme
 
 
+def test_the_readme_installs_the_lock_the_way_the_lock_allows(
+    bundle: tuple[Path, BundleManifest],
+) -> None:
+    # pip refuses --require-hashes for a lock written without hashes (a file whose hash pip
+    # could not know), as the Dockerfile already knows.
+    path, manifest = bundle
+    pip = "venv/bin/pip install --no-deps --require-hashes -r requirements.lock"
+    assert pip in (path / "README.md").read_text()
+    k8s = KubernetesOptions(name="iris", image="iris:2")
+    unhashed = render_readme(manifest, k8s, hashed=False)
+    assert "venv/bin/pip install --no-deps -r requirements.lock" in unhashed
+    assert "--require-hashes" not in unhashed
+
+
 def test_the_wheel_is_slipway_itself(bundle: tuple[Path, BundleManifest]) -> None:
     path, manifest = bundle
     wheel = path / manifest.wheel.path
@@ -48,6 +65,15 @@ def test_the_wheel_is_slipway_itself(bundle: tuple[Path, BundleManifest]) -> Non
     names = zipfile.ZipFile(wheel).namelist()
     assert "slipway/cli.py" in names and "slipway/packaging/install.py" in names
     assert not any("__pycache__" in n for n in names)
+
+
+def test_the_same_source_builds_the_same_wheel(tmp_path: Path) -> None:
+    # Reproducible: the wheel (and so bundle.json's hash of it) must not depend on the clock.
+    first = build_wheel(source_checkout(), tmp_path / "first")
+    time.sleep(2.1)  # zip entries are dated to 2 s
+    second = build_wheel(source_checkout(), tmp_path / "second")
+    assert first.name == second.name
+    assert first.read_bytes() == second.read_bytes()
 
 
 def test_a_handler_is_checked_tested_and_bundled(
@@ -86,6 +112,36 @@ def test_a_handler_without_tests_or_hooks_is_refused(tmp_path: Path, source_home
                     registry.store, registry.artifacts, "iris", 2, tmp_path / "out",
                     registry.settings, BundleOptions(handler=handler),
                 )  # fmt: skip
+
+
+def test_a_handler_that_needs_files_the_bundle_lacks_is_refused(
+    tmp_path: Path, source_home: Path
+) -> None:
+    # Its tests pass beside labels.json, but the bundle (and the image) hold handler.py alone:
+    # `serve --bundle` could never import it.
+    reads_labels = """
+import json
+from pathlib import Path
+
+SPECIES = json.loads((Path(__file__).parent / "labels.json").read_text())
+
+
+def postprocess(outputs):
+    return {**outputs, "species": [SPECIES[i] for i in outputs["label"]]}
+"""
+    test = "from handler import SPECIES\n\ndef test_labels():\n    assert len(SPECIES) == 3\n"
+    handler = write_handler(tmp_path / "h", handler=reads_labels, test=test)
+    (tmp_path / "h" / "labels.json").write_text('["setosa", "versicolor", "virginica"]')
+    out = tmp_path / "never"
+    with (
+        Registry(settings_for(source_home)) as registry,
+        pytest.raises(PackagingFailed, match="as the bundle holds it.*labels.json"),
+    ):
+        write_bundle(
+            registry.store, registry.artifacts, "iris", 2, out, registry.settings,
+            BundleOptions(handler=handler),
+        )  # fmt: skip
+    assert not out.exists() and list(tmp_path.glob(".never*")) == []
 
 
 def test_an_existing_output_directory_is_not_overwritten(
@@ -177,6 +233,24 @@ def test_an_altered_bundle_is_refused(
         pytest.raises(BundleInvalid, match=match),
     ):
         install_bundle(copy, store, ArtifactStore(tmp_path / "artifacts"))
+
+
+def test_a_handler_that_fails_to_import_leaves_the_registry_untouched(
+    handler_bundle: tuple[Path, BundleManifest], tmp_path: Path
+) -> None:
+    # Was: version and deployment registered, then the import failed. Another replica serving
+    # that deployment would answer without the hooks (millimetres fed to a centimetre model).
+    copy = tmp_path / "copy"
+    shutil.copytree(handler_bundle[0], copy)
+    handler = copy / "handler" / "handler.py"
+    handler.write_text("raise RuntimeError('needs a GPU')\n")
+    data = msgspec.json.decode((copy / "bundle.json").read_bytes())
+    data["handler"]["sha256"] = sha256_file(handler)  # a hash, not a signature
+    (copy / "bundle.json").write_bytes(msgspec.json.encode(data))
+    with SqlStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        with pytest.raises(PackagingFailed, match="RuntimeError: needs a GPU"):
+            install_bundle(copy, store, ArtifactStore(tmp_path / "artifacts"))
+        assert store.list_deployments() == [] and store.list_models() == []
 
 
 def test_replicas_starting_together_agree(

@@ -31,7 +31,8 @@ def test_package_writes_a_bundle_with_the_options_given(source_home: Path, tmp_p
     done = slipway(
         home, "package", "iris@2", "--out", str(out), "--handler", str(handler),
         "--deployment", "iris-edge", "--replicas", "3", "--max-replicas", "6",
-        "--memory", "1Gi", "--image", "registry.example/iris:2",
+        "--memory", "1Gi", "--image", "registry.example/iris:2", "--cpu", "3",
+        "--cpu-limit", "4",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"bundle of iris@2 written to {out}" in " ".join(done.stdout.split())
@@ -42,7 +43,8 @@ def test_package_writes_a_bundle_with_the_options_given(source_home: Path, tmp_p
     assert deployment["spec"]["replicas"] == 3
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/iris:2"
-    assert container["resources"]["requests"]["memory"] == "1Gi"
+    assert container["resources"]["requests"] == {"cpu": "3", "memory": "1Gi"}
+    assert container["resources"]["limits"] == {"cpu": "4", "memory": "2Gi"}
     hpa = yaml.safe_load((out / "kubernetes" / "hpa.yaml").read_text())
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 6)
 
@@ -99,8 +101,37 @@ def test_manifest_options_kubernetes_would_refuse_are_refused_first(
         (["--cpu", "banana"], "--cpu"),
         (["--memory", "1 GB"], "--memory"),
         (["--memory-limit", "-2Gi"], "--memory-limit"),
+        (["--cpu-limit", "lots"], "--cpu-limit"),
+        # A request above its limit: the Deployment would be refused by the API server.
+        (["--cpu", "4"], "--cpu 4 is more than --cpu-limit 2"),
+        (["--memory", "4Gi"], "--memory 4Gi is more than --memory-limit 2Gi"),
+        (["--memory", "3Gi", "--memory-limit", "3000M"], "--memory 3Gi is more than"),
     ]:
         done = slipway(home, "package", "iris@2", "--out", str(out), *args)
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.startswith("error:") and fragment in done.stderr
+        assert not out.exists()
+
+
+def test_options_that_would_break_the_bundle_are_refused_before_any_work(
+    source_home: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(source_home, home)
+    out = tmp_path / "b"
+    for args, fragment in [
+        # serve --bundle would refuse the name only when the bundle is served
+        (["--deployment", "edge deployment!"], "invalid deployment name 'edge deployment!'"),
+        # docker build -t and the kubelet refuse these references
+        (["--image", "Registry Example/iris:2"], "is not an image reference"),
+        (["--image", "iris:"], "is not an image reference"),
+        # was a traceback (packaging's InvalidRequirement)
+        (["--requirement", "==1"], "extra requirement '==1' is not a requirement"),
+        (["--requirement", "pillow==10.*"], "must be pinned with == to one exact version"),
+        (["--requirement", "pillow>=10"], "must be pinned with =="),
+    ]:
+        done = slipway(home, "package", "iris@2", "--out", str(out), *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("error:") and fragment in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and "building" not in done.stderr
         assert not out.exists()

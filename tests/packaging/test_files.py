@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,12 @@ import pytest
 import yaml
 
 from slipway.packaging.docker import render_dockerfile
-from slipway.packaging.kubernetes import KubernetesOptions, render_manifests, termination_grace_s
+from slipway.packaging.kubernetes import (
+    KubernetesOptions,
+    quantity,
+    render_manifests,
+    termination_grace_s,
+)
 from slipway.packaging.manifest import BundleManifest
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -165,3 +172,41 @@ def test_names_become_kubernetes_labels() -> None:
     assert manifests["deployment.yaml"]["metadata"]["name"] == "churn-model-v2"
     for document in manifests.values():
         kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        pytest.param("churn", "churn", id="plain"),
+        pytest.param("3d", "slipway-3d", id="leading-digit"),
+        pytest.param("7" + "a" * 63, "slipway-7" + "a" * 54, id="leading-digit-long"),
+        pytest.param("x" * 62 + "_", "x" * 62, id="trailing-underscore"),
+    ],
+)
+def test_object_names_are_ones_a_service_may_have(name: str, expected: str) -> None:
+    # A Service's name is a DNS-1035 label (it starts with a letter); the API server refuses
+    # a Service named "3d", though a model may be.
+    manifests = render_manifests(KubernetesOptions(name=name, image="c:1"))
+    names = {document["metadata"]["name"] for document in manifests.values()}
+    assert names == {expected, f"{expected}-config"}
+    assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", expected)
+    container = manifests["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == f"{expected}-registry"
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        pytest.param("500m", Decimal("0.5"), id="milli"),
+        pytest.param("2", Decimal(2), id="plain"),
+        pytest.param(".5", Decimal("0.5"), id="fraction"),
+        pytest.param("512Mi", Decimal(512 * 2**20), id="binary"),
+        pytest.param("3G", Decimal(3 * 10**9), id="decimal"),
+        pytest.param("1e3", Decimal(1000), id="exponent"),
+        pytest.param("2E", Decimal(2 * 10**18), id="exa"),
+        pytest.param("1 GB", None, id="not-a-quantity"),
+        pytest.param("-2Gi", None, id="negative"),
+    ],
+)
+def test_kubernetes_quantities_are_read_as_numbers(text: str, value: Decimal | None) -> None:
+    assert quantity(text) == value

@@ -98,12 +98,26 @@ def test_hooks_that_return_the_wrong_thing_fail_clearly() -> None:
     def crash(outputs: dict[str, np.ndarray]) -> object:
         raise KeyError("label")
 
+    def ragged(outputs: dict[str, np.ndarray]) -> object:
+        return {"x": [[1, 2], [3]]}
+
+    def empty(outputs: dict[str, np.ndarray]) -> object:
+        return {}
+
     x = {"input": np.zeros((1, 4), np.float32)}
     assert Hooks(None, None, name="n").preprocess(x) is x
     with pytest.raises(HandlerFailed, match="must return a dict of name → array, got list"):
         Hooks(None, bad_post, name="n").postprocess(x)
     with pytest.raises(HandlerFailed, match="'x' is a scalar"):
         Hooks(None, scalar, name="n").postprocess(x)
+    # Was a bare ValueError: the server's anonymous 500, not one naming the hook.
+    with pytest.raises(HandlerFailed, match="postprocess hook failed: 'x' is not an array"):
+        Hooks(None, ragged, name="n").postprocess(x)
+    with pytest.raises(HandlerFailed, match="preprocess hook failed: 'x' is not an array"):
+        Hooks(ragged, None, name="n").preprocess(x)
+    # Was an IndexError in /predict, which answers with the first output.
+    with pytest.raises(HandlerFailed, match="postprocess hook failed: it returned an empty dict"):
+        Hooks(None, empty, name="n").postprocess(x)
     with pytest.raises(HandlerFailed, match="postprocess hook failed: KeyError"):
         Hooks(None, crash, name="n").postprocess(x)
     with pytest.raises(HandlerRejected, match="KeyError"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from slipway.errors import PackagingFailed
+from slipway.errors import InvalidInput, PackagingFailed
 from slipway.packaging.lock import (
     LockedPackage,
     canonical,
@@ -47,7 +47,7 @@ def test_a_missing_package_or_unpinned_extra_is_refused() -> None:
     requires = ['tensorflow-cpu>=2.16; extra == "tensorflow"']
     with pytest.raises(PackagingFailed, match="'tensorflow-cpu', which is not installed"):
         serving_requirements("savedmodel", requires, lambda name: None)
-    with pytest.raises(PackagingFailed, match="must be pinned"):
+    with pytest.raises(InvalidInput, match="must be pinned"):
         serving_requirements("onnx", [], lambda name: "1", ["pillow>=10"])
     with pytest.raises(PackagingFailed, match="format 'pmml'"):
         serving_requirements("pmml", [], lambda name: "1")

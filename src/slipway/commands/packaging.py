@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -42,16 +42,24 @@ def package(
     replicas: Annotated[int, typer.Option(help="Replicas (and the autoscaler's minimum)")] = 2,
     max_replicas: Annotated[int, typer.Option(help="Autoscaler's maximum replicas")] = 10,
     cpu: Annotated[str, typer.Option(help="CPU request per replica")] = "500m",
+    cpu_limit: Annotated[str, typer.Option(help="CPU limit per replica")] = "2",
     memory: Annotated[str, typer.Option(help="Memory request per replica")] = "512Mi",
     memory_limit: Annotated[str, typer.Option(help="Memory limit per replica")] = "2Gi",
 ) -> None:
     """Write a self-contained bundle of a model version: artifact, manifest, serving lock,
     slipway wheel, Dockerfile, Kubernetes manifests, README (and the handler when given)."""
-    from slipway.packaging.bundle import BundleOptions, write_bundle
+    from slipway.packaging.bundle import BundleOptions, check_options, write_bundle
     from slipway.registry.names import parse_ref
 
     model, number = parse_ref(ref)
-    _check_resources(replicas, max_replicas, cpu=cpu, memory=memory, memory_limit=memory_limit)
+    _check_resources(
+        replicas,
+        max_replicas,
+        cpu=cpu,
+        cpu_limit=cpu_limit,
+        memory=memory,
+        memory_limit=memory_limit,
+    )
     options = BundleOptions(
         deployment=deployment,
         image=image,
@@ -62,10 +70,12 @@ def package(
             "min_replicas": min(replicas, max_replicas),
             "max_replicas": max_replicas,
             "cpu_request": cpu,
+            "cpu_limit": cpu_limit,
             "memory_request": memory,
             "memory_limit": memory_limit,
         },
     )
+    check_options(options)
     registry = open_registry()
     try:
         actor = deployer(registry.store)
@@ -95,25 +105,36 @@ def package(
     console.print(f"serve it: slipway serve --bundle {target}   or: docker build -t IMAGE {target}")
 
 
-# A Kubernetes resource quantity: 500m, 2, 0.5, 512Mi, 2Gi, 1e3.
-_QUANTITY = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
-
-
 def _check_resources(replicas: int, max_replicas: int, **quantities: str) -> None:
     """Refuse what `kubectl apply` would refuse, before any packaging work starts."""
+    from slipway.packaging.kubernetes import quantity
+
     if replicas < 1:
         raise errors.InvalidInput(f"--replicas must be at least 1, got {replicas}")
     if max_replicas < replicas:
         raise errors.InvalidInput(
             f"--max-replicas ({max_replicas}) must be at least --replicas ({replicas})"
         )
+    values: dict[str, Decimal] = {}
     for name, value in quantities.items():
-        if not _QUANTITY.fullmatch(value):
-            option = "--" + name.replace("_", "-")
+        parsed = quantity(value)
+        if parsed is None:
             raise errors.InvalidInput(
-                f"{option} {value!r} is not a Kubernetes quantity, e.g. 500m or 2 (CPU),"
+                f"{_option(name)} {value!r} is not a Kubernetes quantity, e.g. 500m or 2 (CPU),"
                 " 512Mi or 2Gi (memory)"
             )
+        values[name] = parsed
+    for request, limit in (("cpu", "cpu_limit"), ("memory", "memory_limit")):
+        if values[request] > values[limit]:
+            raise errors.InvalidInput(
+                f"{_option(request)} {quantities[request]} is more than {_option(limit)}"
+                f" {quantities[limit]}, which Kubernetes refuses; raise {_option(limit)}"
+                f" or lower {_option(request)}"
+            )
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def serve_bundle(bundle: Path, current: Settings, *, log_level: str) -> None:

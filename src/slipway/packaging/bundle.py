@@ -43,6 +43,7 @@ from slipway.packaging.manifest import (
 from slipway.packaging.readme import render_readme
 from slipway.packaging.record import record_bundle
 from slipway.registry.artifacts import ArtifactStore
+from slipway.registry.names import check_name
 from slipway.registry.records import BatchingConfig, VersionRecord
 from slipway.registry.store import SqlStore
 from slipway.settings import Settings
@@ -66,6 +67,9 @@ ARTIFACT_NAMES = {
     "savedmodel": "saved_model.tar",
     "gguf": "model.gguf",
 }
+
+# 1980-01-01, the earliest time a zip entry can hold: the date of every file in the wheel.
+WHEEL_EPOCH = "315532800"
 
 Step = Callable[[str], None]
 
@@ -109,7 +113,11 @@ def source_checkout() -> Path:
 
 
 def build_wheel(source: Path, into: Path, *, timeout_s: float = 300.0) -> Path:
-    """Build slipway's wheel from a copy of ``source`` (the shared checkout is never written)."""
+    """Build slipway's wheel from a copy of ``source`` (the shared checkout is never written).
+
+    The same source gives the same wheel, byte for byte: every entry is dated
+    ``SOURCE_DATE_EPOCH`` (the build tools' convention) instead of the build's clock.
+    """
     with tempfile.TemporaryDirectory(prefix="slipway-wheel-") as tmp:
         copy = Path(tmp) / "src-copy"
         copy.mkdir()
@@ -126,8 +134,11 @@ def build_wheel(source: Path, into: Path, *, timeout_s: float = 300.0) -> Path:
             sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
             "--wheel-dir", str(into), str(copy),
         ]  # fmt: skip
+        env = {**os.environ, "SOURCE_DATE_EPOCH": WHEEL_EPOCH}
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout_s, env=env
+            )
         except subprocess.TimeoutExpired:
             raise PackagingFailed(f"building slipway's wheel took over {timeout_s:g}s") from None
         if done.returncode != 0:
@@ -169,6 +180,7 @@ def write_bundle(
     """
     if out.exists():
         raise PackagingFailed(f"{out} already exists; remove it or choose another --out")
+    check_options(options)
     record = store.get_version(model, number)
     step(f"verifying {record.ref} sha256:{record.digest[:12]}")
     artifact = artifacts.verified_path(record.digest)
@@ -192,6 +204,18 @@ def write_bundle(
     return manifest
 
 
+def check_options(options: BundleOptions) -> None:
+    """Refuse what serving the bundle, ``docker build`` or pip would refuse, before any work:
+    an invalid deployment name or image reference, an extra requirement not pinned with ``==``.
+    """
+    if options.deployment is not None:
+        check_name("deployment", options.deployment)
+    if options.image is not None:
+        kubernetes.check_image(options.image)
+    for pinned in options.extra_requirements:
+        lock.check_pinned(pinned)
+
+
 def _checked_handler(options: BundleOptions, step: Step) -> Path | None:
     if options.handler is None:
         return None
@@ -206,6 +230,19 @@ def _checked_handler(options: BundleOptions, step: Step) -> Path | None:
     summary = run_handler_tests(path.parent, timeout_s=options.handler_test_timeout_s)
     step(f"handler tests: {summary}")
     return path
+
+
+def _check_bundled_handler(path: Path) -> None:
+    """Import the handler as the bundle holds it, where ``serve --bundle`` will: its tests ran
+    beside files (data, modules) that the bundle and the image do not carry."""
+    try:
+        load_hooks(path, name="slipway_handler_bundled")
+    except PackagingFailed as exc:
+        why = exc.message.split(" failed: ", 1)[-1]
+        raise PackagingFailed(
+            f"the handler cannot be imported as the bundle holds it (handler.py alone, without"
+            f" the files beside it): {why}; keep what it needs inside handler.py"
+        ) from exc
 
 
 def _assemble(
@@ -229,6 +266,7 @@ def _assemble(
             shutil.copyfile(path, work / HANDLER_DIR / path.name)
         relative = f"{HANDLER_DIR}/{HANDLER_FILE}"
         handler_ref = FileRef(relative, sha256_file(work / relative))
+        _check_bundled_handler(work / relative)
 
     step("building slipway's wheel")
     wheel = build_wheel(source or source_checkout(), work / WHEEL_DIR)
@@ -298,5 +336,6 @@ def _assemble(
     (work / KUBERNETES_DIR).mkdir()
     for name, document in kubernetes.render_manifests(k8s).items():
         (work / KUBERNETES_DIR / name).write_text(kubernetes.dump_manifest(document))
-    (work / "README.md").write_text(render_readme(manifest, k8s))
+    readme = render_readme(manifest, k8s, hashed=lock.lock_is_hashed(lock_text))
+    (work / "README.md").write_text(readme)
     return manifest

@@ -62,9 +62,14 @@ def _arrays(result: object, hook: str) -> dict[str, np.ndarray]:
         raise HandlerFailed(
             hook, f"it must return a dict of name → array, got {type(result).__name__}"
         )
+    if not result:
+        raise HandlerFailed(hook, "it returned an empty dict; return at least one array")
     out = {}
     for name, value in result.items():
-        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        try:
+            array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        except (ValueError, TypeError) as exc:  # ragged lists, objects numpy cannot take
+            raise HandlerFailed(hook, f"{name!r} is not an array: {exc}") from exc
         if array.ndim == 0:
             raise HandlerFailed(
                 hook, f"{name!r} is a scalar; return arrays whose first axis is rows"

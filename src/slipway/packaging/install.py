@@ -39,26 +39,29 @@ class InstalledBundle:
 def install_bundle(
     bundle: Path, store: SqlStore, artifacts: ArtifactStore, *, actor: str = "bundle"
 ) -> InstalledBundle:
-    """Check the bundle's files against its manifest, then make the registry hold its version
-    and deployment. Imports ``handler.py`` (running its code) when the bundle has one.
+    """Check the bundle's files against its manifest, import ``handler.py`` (running its code)
+    when the bundle has one, then make the registry hold its version and deployment.
 
     Raises BundleInvalid (incomplete or altered bundle, or a registry whose version of the same
-    number has other content).
+    number has other content), or PackagingFailed (a handler that cannot be imported; the
+    registry is then untouched).
     """
     manifest = read_manifest(bundle)
     wanted = manifest.version
     artifact = verified_file(bundle, manifest.artifact)
     if manifest.artifact.sha256 != wanted.digest:
         raise BundleInvalid(str(bundle), "the artifact's hash differs from the version's digest")
-    handler = None if manifest.handler is None else verified_file(bundle, manifest.handler)
+    hooks = None
+    if manifest.handler is not None:
+        # Before the registry is written: a deployment created by a replica that then failed
+        # would be served by the others without its hooks.
+        handler = verified_file(bundle, manifest.handler)
+        hooks = load_hooks(handler, name=f"slipway_handler_{wanted.model}_{wanted.number}")
     digest, _ = artifacts.put_file(artifact)
     if digest != wanted.digest:  # changed between the check and the copy
         raise BundleInvalid(str(bundle), f"{manifest.artifact.path} changed while being read")
     version = _ensure_version(bundle, store, wanted, actor)
     deployment = _ensure_deployment(store, manifest, actor)
-    hooks = None
-    if handler is not None:
-        hooks = load_hooks(handler, name=f"slipway_handler_{wanted.model}_{wanted.number}")
     return InstalledBundle(manifest, version, deployment, hooks)
 
 

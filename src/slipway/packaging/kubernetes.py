@@ -10,13 +10,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import yaml
 
+from slipway.errors import InvalidInput
 from slipway.packaging.docker import HOME, USER_ID
 
 PRE_STOP_S = 5  # endpoints controllers need a moment to stop sending traffic after SIGTERM
+
+# A Kubernetes resource quantity: 500m, 2, 0.5, 512Mi, 2Gi, 1e3.
+_QUANTITY = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([eE][+-]?\d+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+# An image reference as docker and the kubelet read it: [host[:port]/]path[:tag][@digest].
+_HOST = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"(?:{_HOST}(?::[0-9]+)?/)?{_PATH}(?:/{_PATH})*(?::\w[\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+_SCALE = {
+    "m": Decimal("0.001"),
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate("kMGTPE")},
+    **{f"{s}i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")},
+}
 
 
 @dataclass(frozen=True)
@@ -42,10 +59,43 @@ class KubernetesOptions:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def quantity(text: str) -> Decimal | None:
+    """The value of a Kubernetes resource quantity (``"500m"`` → 0.5, ``"2Gi"`` → 2147483648),
+    or None when ``text`` is not one."""
+    found = _QUANTITY.fullmatch(text)
+    if found is None:
+        return None
+    number, suffix = Decimal(found[1]), found[2] or ""
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return number.scaleb(int(suffix[1:]))
+    return number * _SCALE.get(suffix, Decimal(1))
+
+
+def check_image(image: str) -> str:
+    """Return ``image`` if docker and Kubernetes take it as an image reference
+    (``registry.example/churn:3``), else raise :class:`~slipway.errors.InvalidInput`."""
+    if len(image) > 255 or _IMAGE.fullmatch(image) is None:
+        raise InvalidInput(
+            f"image {image!r} is not an image reference: write [REGISTRY/]NAME[:TAG] with a"
+            " lower-case NAME, e.g. registry.example/churn:3"
+        )
+    return image
+
+
 def kubernetes_name(name: str) -> str:
-    """A Slipway name as a DNS-1123 label: lower case, ``_`` and ``.`` become ``-``."""
+    """A Slipway name as a DNS-1123 label (a label's value): lower case, ``_`` and ``.``
+    become ``-``. Objects are named with :func:`resource_name`."""
     label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].rstrip("-")
     return label or "slipway"
+
+
+def resource_name(name: str) -> str:
+    """The name of the objects written for deployment ``name``: a DNS-1035 label, which a
+    Service's name must be (it starts with a letter, so ``3d`` becomes ``slipway-3d``)."""
+    label = kubernetes_name(name)
+    if not label[0].isalpha():
+        label = f"slipway-{label}"[:63].rstrip("-")
+    return label
 
 
 def termination_grace_s(options: KubernetesOptions) -> int:
@@ -55,7 +105,7 @@ def termination_grace_s(options: KubernetesOptions) -> int:
 
 def render_manifests(options: KubernetesOptions) -> dict[str, dict[str, Any]]:
     """File name → manifest, for ``kubectl apply -f kubernetes/``."""
-    name = kubernetes_name(options.name)
+    name = resource_name(options.name)
     secret = options.secret or f"{name}-registry"
     labels = {
         "app.kubernetes.io/name": "slipway",

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 
-from slipway.errors import PackagingFailed
+from slipway.errors import InvalidInput, PackagingFailed
 from slipway.packaging.manifest import sha256_file
 
 # Extras of slipway's own metadata a replica always gets (the shared PostgreSQL registry), and
@@ -104,11 +104,32 @@ def serving_requirements(
             )
         extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
         pins.append(f"{requirement.name}{extras}=={version}")
-    for pinned in extra:
-        if "==" not in pinned:
-            raise PackagingFailed(f"extra requirement {pinned!r} must be pinned with ==")
-        pins.append(pinned)
+    pins.extend(check_pinned(pinned) for pinned in extra)
     return pins
+
+
+def check_pinned(text: str) -> str:
+    """Return ``text`` if it pins one exact version (``name==version``, extras and a marker
+    allowed), else raise :class:`~slipway.errors.InvalidInput`."""
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as exc:
+        raise InvalidInput(
+            f"extra requirement {text!r} is not a requirement ({str(exc).splitlines()[0]});"
+            " write NAME==VERSION, e.g. pillow==10.4.0"
+        ) from None
+    specifiers = list(requirement.specifier)
+    if (
+        requirement.url
+        or len(specifiers) != 1
+        or specifiers[0].operator != "=="
+        or specifiers[0].version.endswith(".*")
+    ):
+        raise InvalidInput(
+            f"extra requirement {text!r} must be pinned with == to one exact version,"
+            " e.g. pillow==10.4.0"
+        )
+    return text
 
 
 def wheel_requires(wheel: Path) -> list[str]:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from slipway.packaging.docker import USER_ID
-from slipway.packaging.kubernetes import KubernetesOptions, kubernetes_name, termination_grace_s
+from slipway.packaging.kubernetes import KubernetesOptions, resource_name, termination_grace_s
 from slipway.packaging.manifest import BundleManifest
 
 
-def render_readme(manifest: BundleManifest, k8s: KubernetesOptions) -> str:
-    """What the bundle holds and how to serve it: locally, in Docker, on Kubernetes."""
+def render_readme(manifest: BundleManifest, k8s: KubernetesOptions, *, hashed: bool) -> str:
+    """What the bundle holds and how to serve it: locally, in Docker, on Kubernetes. ``hashed``:
+    the lock pins every file by hash, so it is installed with ``--require-hashes``."""
     record = manifest.version
     serving = manifest.serving
-    name = kubernetes_name(k8s.name)
+    name = resource_name(k8s.name)
     secret = k8s.secret or f"{name}-registry"
     inputs = "\n".join(
         f"| input | `{s.name}` | {s.datatype} | {s.shape} |" for s in record.signature.inputs
@@ -57,7 +58,7 @@ A Slipway bundle: everything needed to serve version {record.number} of `{record
 
 ```sh
 python{manifest.python} -m venv venv
-venv/bin/pip install --no-deps --require-hashes -r requirements.lock
+venv/bin/pip install --no-deps{" --require-hashes" if hashed else ""} -r requirements.lock
 venv/bin/pip install --no-deps {manifest.wheel.path}
 venv/bin/slipway serve --bundle . --port {serving.port}
 ```
