@@ -225,3 +225,38 @@ def test_commands_that_change_the_registry_act_as_the_tokens_holder(
     cli.ok("alerts", "add", "local", "--kind", "error_rate", "--threshold", "0.1")
     added = json.loads(cli.ok("audit", "query", "--json", token=admin).splitlines()[-1])
     assert added["action"] == "alert_rule.added" and added["actor"].startswith("local:")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(("tokens", "create", "admin", "--expires-in", "99999999999d"), id="huge"),
+        pytest.param(("tokens", "create", "admin", "--expires-in", "3000000d"), id="past-9999"),
+        pytest.param(("tokens", "create", "admin", "--expires-in", "101y"), id="unknown-unit"),
+        pytest.param(("audit", "purge", "--older-than", "1000000d"), id="purge-before-year-1"),
+    ],
+)
+def test_durations_out_of_range_are_one_line_errors(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    before = cli.ok("audit", "query", "--json", token=admin)
+    done = cli(*args, token=admin)
+    assert done.returncode == 2, done
+    assert done.stderr.startswith("error:") and "Traceback" not in done.stderr
+    assert cli.ok("audit", "query", "--json", token=admin) == before  # nothing was written
+
+
+def test_a_token_lifetime_is_at_most_100_years(store_url: str) -> None:
+    import datetime as dt
+
+    from slipway.errors import InvalidInput
+    from slipway.governance.identities import create_user, issue_token
+    from slipway.registry.store import SqlStore
+
+    with SqlStore(store_url) as store:
+        create_user(store, "dora", "deployer", actor="admin")
+        with pytest.raises(InvalidInput, match="100 years"):
+            issue_token(store, "dora", expires_in=dt.timedelta(days=36526), actor="admin")
+        assert issue_token(store, "dora", expires_in=dt.timedelta(days=36525), actor="admin")

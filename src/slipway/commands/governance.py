@@ -38,14 +38,19 @@ audit_app = typer.Typer(
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAX_DURATION_S = identities.MAX_TOKEN_LIFETIME.total_seconds()
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """``"90d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` → timedelta."""
+    """``"90d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` → timedelta, at most 100 years (a
+    longer one would overflow the dates computed from it)."""
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise errors.InvalidInput(f"invalid duration {text!r}: write e.g. 90d, 12h, 30m")
-    return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > _MAX_DURATION_S:
+        raise errors.InvalidInput(f"duration {text!r} is too long: at most 100 years (36525d)")
+    return dt.timedelta(seconds=seconds)
 
 
 def _time(text: str | None) -> dt.datetime | None:

@@ -27,6 +27,7 @@ from slipway.registry.store import SqlStore
 TOKEN_PREFIX = "slw_"
 _PREFIX_CHARS = len(TOKEN_PREFIX) + 8
 KINDS = ("user", "service")
+MAX_TOKEN_LIFETIME = dt.timedelta(days=36525)  # 100 years; expiry stays a real date
 
 
 class UserRecord(msgspec.Struct, frozen=True):
@@ -163,6 +164,8 @@ def issue_token(
     """A new token for ``user``; the secret is in the result and nowhere else."""
     if expires_in is not None and expires_in <= dt.timedelta(0):
         raise InvalidInput("a token's lifetime must be positive")
+    if expires_in is not None and expires_in > MAX_TOKEN_LIFETIME:
+        raise InvalidInput("a token's lifetime is at most 100 years (36525d)")
     if len(description) > 200:
         raise InvalidInput("a token description is at most 200 characters")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
