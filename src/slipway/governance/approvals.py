@@ -253,7 +253,12 @@ def list_requests(
     deployment: str | None = None,
     limit: int = 100,
 ) -> list[PromotionRequest]:
-    """Requests, newest first, without their evidence bundles."""
+    """Requests, newest first, without their evidence bundles. InvalidInput for a status that
+    is none of ``STATUSES`` or a deployment name that no deployment can have."""
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+    if deployment is not None:
+        check_name("deployment", deployment)
     query = (
         select(PromotionRequestRow, ModelRow.name)
         .join(ModelRow, ModelRow.id == PromotionRequestRow.model_id)

@@ -27,9 +27,11 @@ from slipway.errors import AuditChainBroken, InvalidInput
 from slipway.governance.sessions import event, now, reading, writing
 from slipway.registry.audit import GENESIS, AuditEntry, chain_hash, head, lock_head
 from slipway.registry.db import AuditPurgeRow, AuditRecordRow
+from slipway.registry.names import check_name
 from slipway.registry.store import SqlStore
 
 _PAGE = 2000
+KINDS = ("control", "prediction")
 _MAX_SEQ = 2**63 - 1  # audit_records.seq is a 64-bit integer column
 
 
@@ -171,6 +173,10 @@ def iter_records(
     ``key`` is ``(field, value)``: a business key the deployment's policy copies into each
     prediction record (e.g. ``("customer_id", "42")``).
     """
+    if kind is not None and kind not in KINDS:
+        raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if deployment is not None:
+        check_name("deployment", deployment)
     if after >= _MAX_SEQ:
         return  # nothing follows the largest sequence number (and comparing past it overflows)
     conditions = []

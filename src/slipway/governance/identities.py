@@ -192,10 +192,13 @@ def issue_token(
 
 
 def list_tokens(store: SqlStore, user: str | None = None) -> list[TokenRecord]:
+    """Every token (of ``user``: NotFound when there is no such user), oldest first."""
     query = select(TokenRow, UserRow.name).join(UserRow, UserRow.id == TokenRow.user_id)
     if user is not None:
         query = query.where(UserRow.name == user)
     with reading(store) as session:
+        if user is not None:
+            _user_row(session, user)
         return [_token_record(t, name) for t, name in session.execute(query.order_by(TokenRow.id))]
 
 
