@@ -260,3 +260,30 @@ def test_a_token_lifetime_is_at_most_100_years(store_url: str) -> None:
         with pytest.raises(InvalidInput, match="100 years"):
             issue_token(store, "dora", expires_in=dt.timedelta(days=36526), actor="admin")
         assert issue_token(store, "dora", expires_in=dt.timedelta(days=36525), actor="admin")
+
+
+def test_a_failed_export_or_checkpoint_leaves_the_previous_file_whole(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exports and checkpoints are written to a temporary name and renamed: a refused or failed
+    run leaves what was there before, and no half-written file or temporary beside it."""
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    out = tmp_path / "out"
+    out.mkdir()
+    exported, mark = out / "audit.jsonl", out / "head.json"
+    cli.ok("audit", "export", str(exported), token=admin)
+    cli.ok("audit", "checkpoint", "--out", str(mark), token=admin)
+    before = exported.read_bytes(), mark.read_bytes()
+    assert before[0].count(b"\n") == 2  # user.created, token.issued
+
+    failed = cli("audit", "export", str(exported), "--deployment", "../x", token=admin)
+    assert failed.returncode == 2 and "invalid deployment name" in failed.stderr
+    assert exported.read_bytes() == before[0]
+    assert sorted(p.name for p in out.iterdir()) == ["audit.jsonl", "head.json"]
+
+    cli.ok("users", "add", "dora", token=admin)  # the head moves on
+    cli.ok("audit", "export", str(exported), token=admin)
+    cli.ok("audit", "checkpoint", "--out", str(mark), token=admin)
+    assert exported.read_bytes().count(b"\n") == 3 and mark.read_bytes() != before[1]
+    assert sorted(p.name for p in out.iterdir()) == ["audit.jsonl", "head.json"]

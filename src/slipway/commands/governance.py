@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,14 @@ import typer
 from rich.table import Table
 
 from slipway import errors
-from slipway.commands.common import caller, console, open_registry, read_input, read_json
+from slipway.commands.common import (
+    caller,
+    console,
+    open_registry,
+    read_input,
+    read_json,
+    write_output,
+)
 from slipway.governance import approvals, audit, identities
 from slipway.governance.evidence import ApprovalPolicy
 from slipway.governance.roles import Role
@@ -483,7 +491,7 @@ def audit_checkpoint(
         mark = audit.checkpoint(registry.store)
     encoded = msgspec.json.encode(mark)
     if out is not None:
-        out.write_bytes(encoded + b"\n")
+        write_output(out, encoded + b"\n")
     console.print_json(encoded.decode())
 
 
@@ -565,12 +573,16 @@ def audit_export(
     """Export matching records (all by default) as JSON lines, hashes included."""
     filters = _filters(request_id, deployment, since, until, key, kind)
     count = 0
+
+    def lines(store: SqlStore) -> Iterator[bytes]:
+        nonlocal count
+        for line in audit.export_jsonl(audit.iter_records(store, **filters)):
+            count += 1
+            yield line
+
     with open_registry() as registry:
         caller(registry.store, Role.ADMIN)  # a refusal creates no file
-        with out.open("wb") as stream:
-            for line in audit.export_jsonl(audit.iter_records(registry.store, **filters)):
-                stream.write(line)
-                count += 1
+        write_output(out, lines(registry.store))  # a failure leaves the previous file
     console.print(f"exported {count} records to {out}")
 
 
