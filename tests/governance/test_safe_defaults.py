@@ -337,3 +337,5 @@ def test_query_filters_are_checked_like_the_clis(client, user, path, params, sta
     response = client(user).get(path, params=params)
     assert response.status_code == status, response.text
     assert says in response.json()["error"]
+    empty = {name: "" for name in params}  # what an HTTP client sends for a None
+    assert client(user).get(path, params=empty).status_code == 200
