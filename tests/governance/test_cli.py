@@ -287,3 +287,25 @@ def test_a_failed_export_or_checkpoint_leaves_the_previous_file_whole(
     cli.ok("audit", "checkpoint", "--out", str(mark), token=admin)
     assert exported.read_bytes().count(b"\n") == 3 and mark.read_bytes() != before[1]
     assert sorted(p.name for p in out.iterdir()) == ["audit.jsonl", "head.json"]
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [
+        pytest.param({"seq": -1, "hash": "ab" * 32, "at": "2026-01-01T00:00:00Z"}, id="seq"),
+        pytest.param({"seq": 1, "hash": "x", "at": "2026-01-01T00:00:00Z"}, id="hash"),
+        pytest.param({"seq": 1, "hash": "AB" * 32, "at": "2026-01-01T00:00:00Z"}, id="upper"),
+    ],
+)
+def test_a_malformed_checkpoint_is_refused_not_passed(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch, mark: dict
+) -> None:
+    """`audit verify --checkpoint` checks what it is given: a checkpoint that no chain can hold
+    is a mistake (exit 2), never an 'audit log verified'."""
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    path = tmp_path / "mark.json"
+    path.write_text(json.dumps(mark))
+    done = cli("audit", "verify", "--checkpoint", str(path), token=admin)
+    assert done.returncode == 2, done
+    assert "is not one from `slipway audit checkpoint`" in done.stderr

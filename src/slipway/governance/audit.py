@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from sqlalchemy import delete, func, select
@@ -52,10 +52,11 @@ class AuditRecord(msgspec.Struct, frozen=True):
 
 
 class Checkpoint(msgspec.Struct, frozen=True):
-    """The head of the chain at one moment; export it somewhere the database cannot reach."""
+    """The head of the chain at one moment; export it somewhere the database cannot reach.
+    Decoding one checks its shape: a sequence number from 0 and a lowercase sha256."""
 
-    seq: int
-    hash: str
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    hash: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
     at: dt.datetime
 
 
