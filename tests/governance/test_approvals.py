@@ -193,6 +193,24 @@ def test_a_newer_request_supersedes_an_open_one(prod: SqlStore) -> None:
     second = approvals.request_promotion(prod, "churn-prod", "churn", 2, actor="dora")
     assert approvals.get_request(prod, first.id).status == "cancelled"
     assert [r.id for r in approvals.list_requests(prod, status="pending")] == [second.id]
+    with pytest.raises(InvalidInput, match="--deployment churn-prod --status pending"):
+        approvals.decide(prod, first.id, approve=True, actor="abe")  # cancelled: the newer one
+
+
+def test_deciding_a_closed_request_says_what_to_do(prod: SqlStore) -> None:
+    """Only pending requests are decided; the refusal names the command that moves on."""
+    stale = approvals.request_promotion(prod, "churn-prod", "churn", 2, actor="dora")
+    approvals.set_policy(prod, "churn", ApprovalPolicy(approvals=2), actor="admin")
+    with pytest.raises(InvalidInput, match="slipway approvals request churn-prod churn@2"):
+        approvals.decide(prod, stale.id, approve=True, actor="abe")
+    rejected = approvals.request_promotion(prod, "churn-prod", "churn", 3, actor="dora")
+    approvals.decide(prod, rejected.id, approve=False, actor="abe")
+    with pytest.raises(InvalidInput, match="slipway approvals request churn-prod churn@3"):
+        approvals.decide(prod, rejected.id, approve=True, actor="cy")
+    approvals.set_policy(prod, "churn", ApprovalPolicy(approvals=1), actor="admin")
+    done = approve(prod, "churn-prod", 3)
+    with pytest.raises(InvalidInput, match="approved already; nothing is left to decide"):
+        approvals.decide(prod, done.id, approve=False, actor="cy")
 
 
 def test_the_workflow_over_http(client, gov_registry) -> None:

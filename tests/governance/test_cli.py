@@ -225,3 +225,87 @@ def test_commands_that_change_the_registry_act_as_the_tokens_holder(
     cli.ok("alerts", "add", "local", "--kind", "error_rate", "--threshold", "0.1")
     added = json.loads(cli.ok("audit", "query", "--json", token=admin).splitlines()[-1])
     assert added["action"] == "alert_rule.added" and added["actor"].startswith("local:")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(("tokens", "create", "admin", "--expires-in", "99999999999d"), id="huge"),
+        pytest.param(("tokens", "create", "admin", "--expires-in", "3000000d"), id="past-9999"),
+        pytest.param(("tokens", "create", "admin", "--expires-in", "101y"), id="unknown-unit"),
+        pytest.param(("audit", "purge", "--older-than", "1000000d"), id="purge-before-year-1"),
+    ],
+)
+def test_durations_out_of_range_are_one_line_errors(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    before = cli.ok("audit", "query", "--json", token=admin)
+    done = cli(*args, token=admin)
+    assert done.returncode == 2, done
+    assert done.stderr.startswith("error:") and "Traceback" not in done.stderr
+    assert cli.ok("audit", "query", "--json", token=admin) == before  # nothing was written
+
+
+def test_a_token_lifetime_is_at_most_100_years(store_url: str) -> None:
+    import datetime as dt
+
+    from slipway.errors import InvalidInput
+    from slipway.governance.identities import create_user, issue_token
+    from slipway.registry.store import SqlStore
+
+    with SqlStore(store_url) as store:
+        create_user(store, "dora", "deployer", actor="admin")
+        with pytest.raises(InvalidInput, match="100 years"):
+            issue_token(store, "dora", expires_in=dt.timedelta(days=36526), actor="admin")
+        assert issue_token(store, "dora", expires_in=dt.timedelta(days=36525), actor="admin")
+
+
+def test_a_failed_export_or_checkpoint_leaves_the_previous_file_whole(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exports and checkpoints are written to a temporary name and renamed: a refused or failed
+    run leaves what was there before, and no half-written file or temporary beside it."""
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    out = tmp_path / "out"
+    out.mkdir()
+    exported, mark = out / "audit.jsonl", out / "head.json"
+    cli.ok("audit", "export", str(exported), token=admin)
+    cli.ok("audit", "checkpoint", "--out", str(mark), token=admin)
+    before = exported.read_bytes(), mark.read_bytes()
+    assert before[0].count(b"\n") == 2  # user.created, token.issued
+
+    failed = cli("audit", "export", str(exported), "--deployment", "../x", token=admin)
+    assert failed.returncode == 2 and "invalid deployment name" in failed.stderr
+    assert exported.read_bytes() == before[0]
+    assert sorted(p.name for p in out.iterdir()) == ["audit.jsonl", "head.json"]
+
+    cli.ok("users", "add", "dora", token=admin)  # the head moves on
+    cli.ok("audit", "export", str(exported), token=admin)
+    cli.ok("audit", "checkpoint", "--out", str(mark), token=admin)
+    assert exported.read_bytes().count(b"\n") == 3 and mark.read_bytes() != before[1]
+    assert sorted(p.name for p in out.iterdir()) == ["audit.jsonl", "head.json"]
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [
+        pytest.param({"seq": -1, "hash": "ab" * 32, "at": "2026-01-01T00:00:00Z"}, id="seq"),
+        pytest.param({"seq": 1, "hash": "x", "at": "2026-01-01T00:00:00Z"}, id="hash"),
+        pytest.param({"seq": 1, "hash": "AB" * 32, "at": "2026-01-01T00:00:00Z"}, id="upper"),
+    ],
+)
+def test_a_malformed_checkpoint_is_refused_not_passed(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch, mark: dict
+) -> None:
+    """`audit verify --checkpoint` checks what it is given: a checkpoint that no chain can hold
+    is a mistake (exit 2), never an 'audit log verified'."""
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    path = tmp_path / "mark.json"
+    path.write_text(json.dumps(mark))
+    done = cli("audit", "verify", "--checkpoint", str(path), token=admin)
+    assert done.returncode == 2, done
+    assert "is not one from `slipway audit checkpoint`" in done.stderr

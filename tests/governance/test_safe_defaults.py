@@ -314,3 +314,28 @@ def test_shell_metacharacters_stay_text(tmp_path, client, onnx_bytes) -> None:
         )  # fmt: skip
         assert refused.returncode == 2 and "invalid model name" in refused.stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("user", "path", "params", "status", "says"),
+    [
+        pytest.param("viewer", "/api/approvals", {"status": "aproved"}, 400, "unknown status",
+                     id="approval-status"),
+        pytest.param("viewer", "/api/approvals", {"deployment": "../x"}, 400, "invalid",
+                     id="approval-deployment"),
+        pytest.param("admin", "/api/audit", {"kind": "predictions"}, 400, "unknown kind",
+                     id="audit-kind"),
+        pytest.param("admin", "/api/tokens", {"user": "ghost"}, 404, "not found",
+                     id="tokens-of-nobody"),
+        pytest.param("admin", "/api/tokens", {"user": "../x"}, 400, "invalid", id="tokens-user"),
+    ],
+)  # fmt: skip
+def test_query_filters_are_checked_like_the_clis(client, user, path, params, status, says) -> None:
+    """A filter that can match nothing because it is misspelt is the caller's mistake, as the
+    CLI's `approvals list --status`, `audit query --kind` and `tokens list --user` say; an empty
+    200 would read as 'there is none'."""
+    response = client(user).get(path, params=params)
+    assert response.status_code == status, response.text
+    assert says in response.json()["error"]
+    empty = {name: "" for name in params}  # what an HTTP client sends for a None
+    assert client(user).get(path, params=empty).status_code == 200

@@ -12,6 +12,7 @@ import contextlib
 import getpass
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,18 +94,26 @@ def key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
     return result
 
 
-def write_output(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to a temporary name beside ``path``, then rename: a reader (a CI step, a
-    browser) sees the previous file or the new one whole, never half of it. A path that cannot
-    be written is a one-line error, not a traceback."""
+def write_output(path: Path, data: bytes | str | Iterable[bytes]) -> None:
+    """Write ``data`` (or its chunks, streamed) to a temporary name beside ``path``, then
+    rename: a reader (a CI step, a browser) sees the previous file or the new one whole, never
+    half of it, also when producing the chunks fails. A path that cannot be written is a
+    one-line error, not a traceback."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        if isinstance(data, bytes | str):
+            tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        else:
+            with tmp.open("wb") as stream:
+                for chunk in data:
+                    stream.write(chunk)
         tmp.replace(path)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise errors.SlipwayError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        if isinstance(exc, OSError):
+            raise errors.SlipwayError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
 
 
 def read_input(path: Path, what: str) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,14 @@ import typer
 from rich.table import Table
 
 from slipway import errors
-from slipway.commands.common import caller, console, open_registry, read_input, read_json
+from slipway.commands.common import (
+    caller,
+    console,
+    open_registry,
+    read_input,
+    read_json,
+    write_output,
+)
 from slipway.governance import approvals, audit, identities
 from slipway.governance.evidence import ApprovalPolicy
 from slipway.governance.roles import Role
@@ -38,14 +46,19 @@ audit_app = typer.Typer(
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAX_DURATION_S = identities.MAX_TOKEN_LIFETIME.total_seconds()
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """``"90d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` → timedelta."""
+    """``"90d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` → timedelta, at most 100 years (a
+    longer one would overflow the dates computed from it)."""
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise errors.InvalidInput(f"invalid duration {text!r}: write e.g. 90d, 12h, 30m")
-    return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > _MAX_DURATION_S:
+        raise errors.InvalidInput(f"duration {text!r} is too long: at most 100 years (36525d)")
+    return dt.timedelta(seconds=seconds)
 
 
 def _time(text: str | None) -> dt.datetime | None:
@@ -173,9 +186,7 @@ def tokens_list(
     """List tokens (their first characters, never the secret)."""
     with open_registry() as registry:
         caller(registry.store, Role.ADMIN)
-        if user is not None:
-            identities.get_user(registry.store, user)  # a name that is no user says so
-        tokens = identities.list_tokens(registry.store, user)
+        tokens = identities.list_tokens(registry.store, user)  # NotFound for no such user
     table = Table("id", "user", "token", "description", "created", "expires", "revoked")
     for t in tokens:
         table.add_row(
@@ -269,10 +280,6 @@ def approvals_list(
     deployment: Annotated[str | None, typer.Option(help="Only this deployment")] = None,
 ) -> None:
     """List promotion requests, newest first."""
-    if status is not None and status not in approvals.STATUSES:
-        raise errors.InvalidInput(
-            f"unknown status {status!r}; use one of {', '.join(approvals.STATUSES)}"
-        )
     with open_registry() as registry:
         caller(registry.store, Role.VIEWER)
         found = approvals.list_requests(registry.store, status=status, deployment=deployment)
@@ -484,11 +491,8 @@ def audit_checkpoint(
         mark = audit.checkpoint(registry.store)
     encoded = msgspec.json.encode(mark)
     if out is not None:
-        out.write_bytes(encoded + b"\n")
+        write_output(out, encoded + b"\n")
     console.print_json(encoded.decode())
-
-
-AUDIT_KINDS = ("control", "prediction")
 
 
 def _filters(
@@ -499,8 +503,8 @@ def _filters(
     key: str | None,
     kind: str | None,
 ) -> dict[str, Any]:
-    if kind is not None and kind not in AUDIT_KINDS:
-        raise errors.InvalidInput(f"unknown --kind {kind!r}; use one of {', '.join(AUDIT_KINDS)}")
+    if kind is not None and kind not in audit.KINDS:
+        raise errors.InvalidInput(f"unknown --kind {kind!r}; use one of {', '.join(audit.KINDS)}")
     pair = None
     if key is not None:
         field, sep, value = key.partition("=")
@@ -569,12 +573,16 @@ def audit_export(
     """Export matching records (all by default) as JSON lines, hashes included."""
     filters = _filters(request_id, deployment, since, until, key, kind)
     count = 0
+
+    def lines(store: SqlStore) -> Iterator[bytes]:
+        nonlocal count
+        for line in audit.export_jsonl(audit.iter_records(store, **filters)):
+            count += 1
+            yield line
+
     with open_registry() as registry:
         caller(registry.store, Role.ADMIN)  # a refusal creates no file
-        with out.open("wb") as stream:
-            for line in audit.export_jsonl(audit.iter_records(registry.store, **filters)):
-                stream.write(line)
-                count += 1
+        write_output(out, lines(registry.store))  # a failure leaves the previous file
     console.print(f"exported {count} records to {out}")
 
 

@@ -253,7 +253,12 @@ def list_requests(
     deployment: str | None = None,
     limit: int = 100,
 ) -> list[PromotionRequest]:
-    """Requests, newest first, without their evidence bundles."""
+    """Requests, newest first, without their evidence bundles. InvalidInput for a status that
+    is none of ``STATUSES`` or a deployment name that no deployment can have."""
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+    if deployment is not None:
+        check_name("deployment", deployment)
     query = (
         select(PromotionRequestRow, ModelRow.name)
         .join(ModelRow, ModelRow.id == PromotionRequestRow.model_id)
@@ -295,9 +300,7 @@ def decide(
     with writing(store) as session:
         row, model = _request_row(session, request_id, lock=True)
         if row.status != "pending":
-            raise InvalidInput(
-                f"request #{request_id} is {row.status}; only pending requests can be decided"
-            )
+            raise InvalidInput(_closed(row, model))
         if actor == row.requested_by:
             raise PermissionDenied(actor, "nobody may approve or reject their own request")
         decisions = _decisions(session, row.id)
@@ -351,6 +354,22 @@ def decide(
 
 
 # -- internals ---------------------------------------------------------------------------------
+
+
+def _closed(row: PromotionRequestRow, model: str) -> str:
+    """Why request ``row`` cannot be decided any more, and what to do instead."""
+    said = f"request #{row.id} is {row.status}"
+    if row.status in ("approved", "promoted"):
+        return f"{said} already; nothing is left to decide"
+    if row.status == "cancelled":
+        return (
+            f"{said}: a newer request for {model}@{row.version} replaced it; decide that one"
+            f" (`slipway approvals list --deployment {row.deployment} --status pending`)"
+        )
+    return (
+        f"{said}; only pending requests can be decided: make a new one with"
+        f" `slipway approvals request {row.deployment} {model}@{row.version}`"
+    )
 
 
 def _served(store: SqlStore, deployment: str, model: str) -> VersionRecord | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from sqlalchemy import delete, func, select
@@ -27,9 +27,11 @@ from slipway.errors import AuditChainBroken, InvalidInput
 from slipway.governance.sessions import event, now, reading, writing
 from slipway.registry.audit import GENESIS, AuditEntry, chain_hash, head, lock_head
 from slipway.registry.db import AuditPurgeRow, AuditRecordRow
+from slipway.registry.names import check_name
 from slipway.registry.store import SqlStore
 
 _PAGE = 2000
+KINDS = ("control", "prediction")
 _MAX_SEQ = 2**63 - 1  # audit_records.seq is a 64-bit integer column
 
 
@@ -50,10 +52,11 @@ class AuditRecord(msgspec.Struct, frozen=True):
 
 
 class Checkpoint(msgspec.Struct, frozen=True):
-    """The head of the chain at one moment; export it somewhere the database cannot reach."""
+    """The head of the chain at one moment; export it somewhere the database cannot reach.
+    Decoding one checks its shape: a sequence number from 0 and a lowercase sha256."""
 
-    seq: int
-    hash: str
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    hash: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
     at: dt.datetime
 
 
@@ -171,6 +174,10 @@ def iter_records(
     ``key`` is ``(field, value)``: a business key the deployment's policy copies into each
     prediction record (e.g. ``("customer_id", "42")``).
     """
+    if kind is not None and kind not in KINDS:
+        raise InvalidInput(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if deployment is not None:
+        check_name("deployment", deployment)
     if after >= _MAX_SEQ:
         return  # nothing follows the largest sequence number (and comparing past it overflows)
     conditions = []

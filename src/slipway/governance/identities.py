@@ -27,6 +27,7 @@ from slipway.registry.store import SqlStore
 TOKEN_PREFIX = "slw_"
 _PREFIX_CHARS = len(TOKEN_PREFIX) + 8
 KINDS = ("user", "service")
+MAX_TOKEN_LIFETIME = dt.timedelta(days=36525)  # 100 years; expiry stays a real date
 
 
 class UserRecord(msgspec.Struct, frozen=True):
@@ -163,6 +164,8 @@ def issue_token(
     """A new token for ``user``; the secret is in the result and nowhere else."""
     if expires_in is not None and expires_in <= dt.timedelta(0):
         raise InvalidInput("a token's lifetime must be positive")
+    if expires_in is not None and expires_in > MAX_TOKEN_LIFETIME:
+        raise InvalidInput("a token's lifetime is at most 100 years (36525d)")
     if len(description) > 200:
         raise InvalidInput("a token description is at most 200 characters")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -189,10 +192,13 @@ def issue_token(
 
 
 def list_tokens(store: SqlStore, user: str | None = None) -> list[TokenRecord]:
+    """Every token (of ``user``: NotFound when there is no such user), oldest first."""
     query = select(TokenRow, UserRow.name).join(UserRow, UserRow.id == TokenRow.user_id)
     if user is not None:
         query = query.where(UserRow.name == user)
     with reading(store) as session:
+        if user is not None:
+            _user_row(session, user)
         return [_token_record(t, name) for t, name in session.execute(query.order_by(TokenRow.id))]
 
 

@@ -32,7 +32,7 @@ class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):
     disabled: bool | None = None
 
 
-_MAX_LIFETIME_S = 100 * 365.25 * 86400
+_MAX_LIFETIME_S = identities.MAX_TOKEN_LIFETIME.total_seconds()
 
 
 class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):
