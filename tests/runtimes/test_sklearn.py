@@ -216,3 +216,9 @@ def test_string_label_disagreement_names_both_labels(iris) -> None:
     renamed.__dict__.update(estimator.__dict__)
     with pytest.raises(ConversionMismatch, match="label 'setosa' on row 0 where the estimator"):
         verify_conversion(renamed, onnx_bytes, x)
+
+
+def test_the_same_estimator_converts_to_the_same_bytes(cancer, cancer_pipeline) -> None:
+    # Content addressing: registering the same estimator twice stores one artifact.
+    x, _ = cancer
+    assert convert_sklearn(cancer_pipeline, x) == convert_sklearn(cancer_pipeline, x)
