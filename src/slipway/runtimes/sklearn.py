@@ -39,7 +39,6 @@ TIE_MARGIN = 1e-4
 TARGET_OPSET: dict[str, int] = {"": 17, "ai.onnx.ml": 3}
 
 
-
 def _advice(converter: str) -> str:
     return (
         f"{converter} does not convert this estimator faithfully; export it to ONNX yourself,"
