@@ -199,7 +199,15 @@ def register_sklearn(
     from slipway.runtimes.boosting import boosting_framework, convert_boosting, describe_boosting
     from slipway.runtimes.sklearn import convert_sklearn, describe_estimator
 
-    data = np.asarray(training_data, dtype=np.float32)
+    try:
+        data = np.asarray(training_data, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        from slipway.errors import InvalidInput
+
+        raise InvalidInput(
+            f"the training data must be numeric rows: {exc}; the converted model takes one"
+            " float tensor, so encode text columns as numbers first"
+        ) from None
     # XGBoost and LightGBM wrappers go through onnxmltools, the rest through skl2onnx.
     framework = boosting_framework(estimator)
     if framework is None:
