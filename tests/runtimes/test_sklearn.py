@@ -169,9 +169,7 @@ def test_sample_of_the_wrong_width_is_refused(cancer, cancer_lr) -> None:
         convert_sklearn(cancer_lr, cancer[0][0])
 
 
-def test_registering_with_rows_that_are_not_numbers_is_invalid_input(
-    iris, tmp_path: Path
-) -> None:
+def test_registering_with_rows_that_are_not_numbers_is_invalid_input(iris, tmp_path: Path) -> None:
     from slipway.local import Registry
     from tests.runtimes.serve import make_settings
 
