@@ -94,9 +94,9 @@ class Client:
         if format:
             headers["x-slipway-format"] = format
         if sample is not None:
-            headers["x-slipway-sample"] = msgspec.json.encode(sample).decode()
+            headers["x-slipway-sample"] = _header_json(sample)
         if meta:
-            headers["x-slipway-metadata"] = msgspec.json.encode(meta).decode()
+            headers["x-slipway-metadata"] = _header_json(meta)
         return self._call("POST", f"/api/models/{model}/versions", content=data, headers=headers)
 
     def deployments(self) -> list[dict[str, Any]]:
@@ -171,8 +171,21 @@ class Client:
         return self._call("POST", path, json={"inputs": inputs, **extra})
 
     def ready(self) -> bool:
-        response = self._http.get("/v2/health/ready")
+        """True when the server answers ``GET /v2/health/ready`` with 200; False when it
+        answers otherwise or cannot be reached (yet), so a caller can poll it."""
+        try:
+            response = self._http.get("/v2/health/ready")
+        except httpx.HTTPError:
+            return False
         return response.status_code == 200
+
+
+def _header_json(value: Any) -> str:
+    """``value`` as JSON for a header: HTTP headers carry ASCII, so other characters go as
+    ``\\u`` escapes (a description "modèle" arrives intact)."""
+    import json
+
+    return json.dumps(msgspec.to_builtins(value), ensure_ascii=True, separators=(",", ":"))
 
 
 def _tar_gz(directory: Path) -> bytes:

@@ -87,6 +87,20 @@ def test_unsupported_platform_and_empty_folders(tmp_path):
         list_versions(empty)
 
 
+def test_folders_named_with_other_digits_are_not_versions(tmp_path, iris_model):
+    # "²" and "١" are digits to str.isdigit but no version number: not a version folder.
+    estimator, x = iris_model
+    model = tmp_path / "iris"
+    for name in ("1", "\u00b2", "\u0661"):
+        (model / name).mkdir(parents=True)
+        (model / name / "model.onnx").write_bytes(convert_sklearn(estimator, x))
+    assert [v.number for v in list_versions(model)] == [1]
+    only = tmp_path / "odd" / "\u00b2"
+    only.mkdir(parents=True)
+    with pytest.raises(InvalidInput, match="numbered version"):
+        list_versions(only.parent)
+
+
 def test_default_model_filename_is_honoured(tmp_path, iris_model):
     estimator, x = iris_model
     model = tmp_path / "custom"

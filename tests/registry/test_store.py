@@ -4,6 +4,7 @@ import datetime as dt
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
@@ -130,6 +131,10 @@ def test_lookups_of_missing_things(store: SqlStore) -> None:
         pytest.param({"size": -1}, id="negative-size"),
         pytest.param({"format": ""}, id="empty-format"),
         pytest.param({"meta": VersionMeta(metrics={"auc": math.nan})}, id="nan-metric"),
+        pytest.param({"meta": VersionMeta(metrics={"auc": "high"})}, id="text-metric"),  # type: ignore[dict-item]
+        pytest.param({"meta": VersionMeta(metrics={"auc": np.float32(0.9)})}, id="numpy-metric"),  # type: ignore[dict-item]
+        pytest.param({"meta": VersionMeta(tags={"team": 1})}, id="number-tag"),  # type: ignore[dict-item]
+        pytest.param({"meta": VersionMeta(description=None)}, id="no-description"),  # type: ignore[arg-type]
     ],
 )
 def test_register_rejects_bad_input(store: SqlStore, kwargs: dict[str, object]) -> None:
@@ -321,3 +326,37 @@ def test_a_training_data_hash_that_is_not_a_sha256_is_refused(store: SqlStore, s
     with pytest.raises(InvalidInput, match="training data sha256"):
         _register(store, meta=VersionMeta(training_data_sha256=sha))
     assert store.list_models() == []
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        pytest.param({"metrics": {"auc": math.inf}}, id="infinite-metric"),
+        pytest.param({"metrics": {"auc": "high"}}, id="text-metric"),
+        pytest.param({"tags": {"team": 1}}, id="number-tag"),
+    ],
+)
+def test_metadata_that_cannot_be_stored_is_refused_before_the_artifact(
+    tmp_path: Path, meta: dict[str, object]
+) -> None:
+    from onnx import TensorProto, helper
+
+    from slipway.local import Registry
+    from slipway.settings import Settings
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "identity.onnx"
+    path.write_bytes(model.SerializeToString())
+    with Registry(Settings.from_env({"SLIPWAY_HOME": str(tmp_path / "home")})) as registry:
+        with pytest.raises(InvalidInput, match="metadata"):
+            registry.register_onnx("m", path, **meta)
+        assert registry.store.list_models() == []
+        stored = registry.artifacts.root / "sha256"
+        assert not stored.exists() or not any(stored.rglob("*"))

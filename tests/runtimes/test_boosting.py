@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
-from slipway.errors import InvalidInput, UnsupportedFormat
+from slipway.errors import ConversionMismatch, InvalidInput, UnsupportedFormat
 from slipway.local import Registry
 from slipway.runtimes.boosting import boosting_framework, convert_boosting
 from slipway.runtimes.onnx import OnnxRuntime
@@ -133,3 +133,22 @@ def test_sample_with_the_wrong_width_is_refused() -> None:
     estimator = _lgbm_classifier(x, y)
     with pytest.raises(InvalidInput, match="fitted on 4"):
         convert_boosting(estimator, x[:, :3])
+
+
+def test_a_mismatch_names_the_converter_that_made_it() -> None:
+    # onnxmltools leaves out reg:logistic's sigmoid: the check refuses the conversion, and
+    # its advice must be about onnxmltools, which made it, not skl2onnx.
+    x, y = load_breast_cancer(return_X_y=True)
+    estimator = xgboost.XGBRegressor(
+        n_estimators=5, max_depth=2, n_jobs=1, objective="reg:logistic"
+    ).fit(x, y)
+    with pytest.raises(ConversionMismatch, match="onnxmltools") as refused:
+        convert_boosting(estimator, x)
+    assert "skl2onnx" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("fit", "dataset"), CASES[::3])
+def test_the_same_model_converts_to_the_same_bytes(fit, dataset) -> None:
+    x, y = dataset(return_X_y=True)
+    estimator = fit(x, y)
+    assert convert_boosting(estimator, x) == convert_boosting(estimator, x)

@@ -143,6 +143,29 @@ def test_lossy_cast_to_an_integer_input_is_refused(tmp_path: Path) -> None:
         runtime.predict({"x": np.array([[1.5, 2.0]])})
 
 
+def test_a_fixed_batch_dimension_of_one_takes_batches_of_any_size(tmp_path: Path) -> None:
+    """torch.onnx.export without dynamic_axes writes [1, ...]: serving batches concurrent
+    one-row requests, and every request in such a batch was refused."""
+    weights = np.arange(8, dtype=np.float32).reshape(4, 2)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        initializer=[helper.make_tensor("w", TensorProto.FLOAT, [4, 2], weights.ravel())],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "one.onnx")  # fmt: skip
+    runtime = OnnxRuntime.load(tmp_path / "one.onnx")
+    rows = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+
+    out = runtime.predict({"x": rows})["y"]
+    np.testing.assert_allclose(out, rows @ weights, rtol=1e-6)
+    assert out.shape == (5, 2)
+    with pytest.raises(SchemaMismatch, match="dimension 1 must be 4"):
+        runtime.predict({"x": np.zeros((2, 3), np.float32)})
+
+
 def test_string_inputs_given_as_bytes_reach_the_model_as_text(tmp_path: Path) -> None:
     """Serving hands BYTES over as bytes; onnxruntime turned b"a" into the text "b'a'"."""
     graph = helper.make_graph(

@@ -98,6 +98,18 @@ def test_registered_and_served_equal_to_tensorflow(
     assert bad.status_code == 400, bad.text
 
 
+def test_reference_rows_of_another_float_dtype_are_cast_as_for_onnx(
+    saved: Path, rows: np.ndarray, tmp_path: Path
+) -> None:
+    # Training rows are float64 unless someone converts them: numpy's default.
+    with Registry(make_settings(tmp_path / "home")) as registry:
+        record = registry.register_model("scorer", saved, reference=rows.astype(np.float64))
+    assert record.profile is not None and record.profile.rows == len(rows)
+    labels = next(p for p in record.profile.predictions if p.name == "label")
+    expected = _framework(saved, rows)["label"]
+    assert labels.count == len(rows) and labels.max == float(expected.max())
+
+
 def test_packing_is_reproducible_and_loads(saved: Path, rows: np.ndarray, tmp_path: Path) -> None:
     first, second = tmp_path / "a.tar", tmp_path / "b.tar"
     pack(saved, first)

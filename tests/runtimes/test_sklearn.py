@@ -169,6 +169,19 @@ def test_sample_of_the_wrong_width_is_refused(cancer, cancer_lr) -> None:
         convert_sklearn(cancer_lr, cancer[0][0])
 
 
+def test_registering_with_rows_that_are_not_numbers_is_invalid_input(iris, tmp_path: Path) -> None:
+    from slipway.local import Registry
+    from tests.runtimes.serve import make_settings
+
+    x, y = iris
+    estimator = LogisticRegression(max_iter=1000).fit(x, y)
+    rows = np.column_stack([x, np.full(len(x), "red")]).astype(object)
+    with Registry(make_settings(tmp_path / "home")) as registry:
+        with pytest.raises(InvalidInput, match="numeric rows"):
+            registry.register_sklearn("iris", estimator, rows)
+        assert registry.store.list_models() == []
+
+
 def test_clusterer_is_unsupported(iris) -> None:
     kmeans = KMeans(n_clusters=3, n_init=1, random_state=0).fit(iris[0])
     with pytest.raises(UnsupportedFormat, match="neither a classifier nor a regressor"):
@@ -216,3 +229,9 @@ def test_string_label_disagreement_names_both_labels(iris) -> None:
     renamed.__dict__.update(estimator.__dict__)
     with pytest.raises(ConversionMismatch, match="label 'setosa' on row 0 where the estimator"):
         verify_conversion(renamed, onnx_bytes, x)
+
+
+def test_the_same_estimator_converts_to_the_same_bytes(cancer, cancer_pipeline) -> None:
+    # Content addressing: registering the same estimator twice stores one artifact.
+    x, _ = cancer
+    assert convert_sklearn(cancer_pipeline, x) == convert_sklearn(cancer_pipeline, x)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slipway.errors import InvalidInput, UnsupportedFormat
+from slipway.errors import InferenceFailed, InvalidInput, UnsupportedFormat
 from slipway.local import Registry
 from slipway.runtimes.base import load_runtime
 from slipway.runtimes.detect import detect_format
@@ -114,6 +114,29 @@ def test_registration_needs_a_sample(scripted, tmp_path: Path) -> None:
         with pytest.raises(InvalidInput, match="sample rows"):
             registry.register_model("iris-net", path)
         assert registry.store.list_models() == []
+
+
+def test_sample_rows_the_module_cannot_run_are_invalid_input(
+    scripted, rows: np.ndarray, tmp_path: Path
+) -> None:
+    path, _ = scripted
+    with Registry(make_settings(tmp_path / "home")) as registry:
+        # float64 rows for a float32 module: the caller's sample is wrong, not the server (400).
+        with pytest.raises(InvalidInput, match="sample rows") as refused:
+            registry.register_model("iris-net", path, sample=rows.astype(np.float64))
+        assert "float64" in str(refused.value) and "Double and Float" in str(refused.value)
+        assert "\n" not in str(refused.value)  # one line, not TorchScript's two tracebacks
+        assert registry.store.list_models() == []
+
+
+def test_a_failing_batch_says_what_failed_in_one_line(scripted) -> None:
+    path, _ = scripted
+    runtime = load_runtime("torchscript", path)
+    with pytest.raises(InferenceFailed) as failed:
+        runtime.predict({"features": np.zeros((2, 5), dtype=np.float32)})
+    message = str(failed.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert "RuntimeError" in message and "shapes cannot be multiplied" in message
 
 
 def test_a_file_that_is_not_torchscript_is_refused(tmp_path: Path) -> None:

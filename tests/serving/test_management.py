@@ -153,3 +153,23 @@ def test_unreachable_server_is_a_clear_error() -> None:
     ):
         client.models()
     assert httpx  # the SDK is built on httpx
+
+
+def test_sdk_register_sends_non_ascii_metadata_intact(
+    server, settings, tmp_path, iris_model
+) -> None:
+    estimator, x = iris_model
+    onnx_model = to_onnx(estimator, x[:1], options={id(estimator): {"zipmap": False}})
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(onnx_model.SerializeToString())
+    with Client(server.url, token=admin_token(settings)) as client:
+        version = client.register(
+            "iris", path, description="modèle für Kunden", tags={"équipe": "ß"}
+        )
+        assert version["meta"]["description"] == "modèle für Kunden"
+        assert version["meta"]["tags"] == {"équipe": "ß"}
+
+
+def test_ready_is_false_when_the_server_cannot_be_reached() -> None:
+    with Client("http://127.0.0.1:9", timeout=2) as client:
+        assert client.ready() is False

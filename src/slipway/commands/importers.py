@@ -87,15 +87,17 @@ def import_triton(
     ] = None,
 ) -> None:
     """Register every numbered version folder of a V2/Triton-style model repository."""
-    from slipway.importers.triton import import_repository, import_repository_model
+    from slipway.importers.triton import (
+        import_repository,
+        import_repository_model,
+        is_version_folder,
+    )
 
     rows = _rows(sample)
     with open_registry() as registry, progress() as bar:
         actor = deployer(registry.store)
         bar.add_task(f"importing {repository}", total=None)
-        if repository.is_dir() and any(
-            p.is_dir() and p.name.isdigit() for p in repository.iterdir()
-        ):
+        if repository.is_dir() and any(is_version_folder(p) for p in repository.iterdir()):
             versions = import_repository_model(
                 registry.store, registry.artifacts, repository, sample=rows, actor=actor
             )

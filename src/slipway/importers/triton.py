@@ -157,6 +157,12 @@ def sample_from_config(config: dict[str, list[Any]], rows: int = 2) -> dict[str,
     return sample
 
 
+def is_version_folder(path: Path) -> bool:
+    """Whether ``path`` is a numbered version folder: a directory named with ASCII digits
+    (``str.isdigit`` also takes "²" and "١", which are no version number)."""
+    return path.is_dir() and path.name.isascii() and path.name.isdigit()
+
+
 def _guess(version_dir: Path) -> tuple[str, Path] | None:
     for platform in ("onnxruntime_onnx", "pytorch_libtorch", "tensorflow_savedmodel"):
         format, filename = PLATFORMS[platform]
@@ -177,7 +183,7 @@ def list_versions(model_dir: Path) -> list[RepositoryVersion]:
         )
     versions = []
     for child in model_dir.iterdir():
-        if not child.is_dir() or not child.name.isdigit():
+        if not is_version_folder(child):
             continue
         if platform is not None:
             format, filename = PLATFORMS[platform]
@@ -262,7 +268,7 @@ def import_repository(
     models = sorted(
         child
         for child in repository.iterdir()
-        if child.is_dir() and any(g.is_dir() and g.name.isdigit() for g in child.iterdir())
+        if child.is_dir() and any(is_version_folder(g) for g in child.iterdir())
     )
     if not models:
         raise InvalidInput(f"{repository} holds no model folders with numbered versions")

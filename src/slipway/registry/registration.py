@@ -134,7 +134,7 @@ def _profile(
     else:
         inputs = {runtime.signature.inputs[0].name: reference}
         features = reference
-    outputs = runtime.predict(inputs)
+    outputs = runtime.predict(_as_signature_dtypes(runtime.signature, inputs))
     predictions = {
         name: value
         for name, value in outputs.items()
@@ -148,6 +148,33 @@ def _profile(
             for i in range(value.shape[1]):
                 flat[f"{name}[{i}]"] = value[:, i]
     return build_profile(features, feature_names=feature_names, predictions=flat)
+
+
+def _as_signature_dtypes(
+    signature: Signature, inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Reference rows cast to the dtypes the model takes, as serving casts requests: training
+    rows are float64 unless someone converted them, and a float32 SavedModel or TorchScript
+    module refuses those (ONNX casts by itself). Only casts within a kind (float64 → float32,
+    int → float) are made; anything else goes to the runtime as given, which says what is
+    wrong."""
+    from slipway.runtimes.base import V2_TO_NUMPY
+
+    wanted = {spec.name: V2_TO_NUMPY.get(spec.datatype) for spec in signature.inputs}
+    cast = {}
+    for name, value in inputs.items():
+        array = np.asarray(value)
+        dtype = wanted.get(name)
+        if (
+            dtype is not None
+            and array.dtype != dtype
+            and array.dtype.kind in "biuf"
+            and dtype.kind in "biuf"
+            and np.can_cast(array.dtype, dtype, casting="same_kind")
+        ):
+            array = array.astype(dtype)
+        cast[name] = array
+    return cast
 
 
 def register_sklearn(
@@ -172,7 +199,15 @@ def register_sklearn(
     from slipway.runtimes.boosting import boosting_framework, convert_boosting, describe_boosting
     from slipway.runtimes.sklearn import convert_sklearn, describe_estimator
 
-    data = np.asarray(training_data, dtype=np.float32)
+    try:
+        data = np.asarray(training_data, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        from slipway.errors import InvalidInput
+
+        raise InvalidInput(
+            f"the training data must be numeric rows: {exc}; the converted model takes one"
+            " float tensor, so encode text columns as numbers first"
+        ) from None
     # XGBoost and LightGBM wrappers go through onnxmltools, the rest through skl2onnx.
     framework = boosting_framework(estimator)
     if framework is None:

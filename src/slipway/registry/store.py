@@ -702,7 +702,22 @@ def _check_number(number: int) -> None:
 
 def check_meta(meta: VersionMeta) -> None:
     """Refuse metadata a version may not carry (InvalidInput); registration calls it before it
-    stores anything."""
+    stores anything.
+
+    A ``VersionMeta`` built in Python is not type-checked by its constructor, so it is checked
+    here as the store will read it back: a value of the wrong type (a text metric, a numeric
+    tag, a numpy scalar) would otherwise fail every later read of the version.
+    """
+    if not isinstance(meta, VersionMeta):
+        raise InvalidInput(f"metadata must be a VersionMeta, got {type(meta).__name__}")
+    try:
+        msgspec.convert(msgspec.to_builtins(meta), VersionMeta)
+    except (msgspec.ValidationError, TypeError) as exc:
+        raise InvalidInput(
+            f"invalid version metadata: {exc}; metrics are plain numbers, tags and the"
+            " description text"
+        ) from None
+    _to_json(meta, "metadata")
     sha = meta.training_data_sha256
     if sha is not None and (len(sha) != 64 or not _HEX.issuperset(sha)):
         raise InvalidInput(

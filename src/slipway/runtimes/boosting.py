@@ -58,15 +58,20 @@ def convert_boosting(
 
     rows = _rows(estimator, sample)
     initial_types = [(input_name, FloatTensorType([None, rows.shape[1]]))]
+    # A fixed graph name (the default is a random uuid): the same model, the same digest.
     try:
         if framework == "xgboost":
             model = onnxmltools.convert_xgboost(
-                estimator, initial_types=initial_types, target_opset=TARGET_OPSET
+                estimator, name=name, initial_types=initial_types, target_opset=TARGET_OPSET
             )
         else:
             # zipmap=False: probabilities as one [N, n_classes] tensor, as for scikit-learn.
             model = onnxmltools.convert_lightgbm(
-                estimator, initial_types=initial_types, target_opset=TARGET_OPSET, zipmap=False
+                estimator,
+                name=name,
+                initial_types=initial_types,
+                target_opset=TARGET_OPSET,
+                zipmap=False,
             )
     except Exception as exc:  # onnxmltools raises RuntimeError, NotImplementedError, ...
         if "not fitted" in str(exc).lower() or "need to call fit" in str(exc).lower():
@@ -76,7 +81,9 @@ def convert_boosting(
             " and register the file"
         ) from exc
     onnx_bytes: bytes = model.SerializeToString()
-    verify_conversion(estimator, onnx_bytes, rows[:check_rows], input_name=input_name)
+    verify_conversion(
+        estimator, onnx_bytes, rows[:check_rows], input_name=input_name, converter="onnxmltools"
+    )
     return onnx_bytes
 
 

@@ -188,6 +188,17 @@ class OnnxRuntime:
             for spec in signature.inputs
         ]
         self._output_names: list[str] = [spec.name for spec in signature.outputs]
+        # A graph exported with a fixed batch dimension of 1 (torch.onnx.export without
+        # dynamic_axes) still takes a batch of any size: it runs one row at a time, since the
+        # server batches concurrent requests and the first axis is rows.
+        self._one_row = bool(self._checks) and all(
+            rank >= 1 and (0, 1) in fixed for _, _, rank, fixed in self._checks
+        )
+        if self._one_row:
+            self._checks = [
+                (name, dtype, rank, tuple(f for f in fixed if f[0] != 0))
+                for name, dtype, rank, fixed in self._checks
+            ]
 
     @classmethod
     def load(
@@ -257,10 +268,32 @@ class OnnxRuntime:
                 array = _as_text(array)
             feed[name] = array
         try:
-            results = session.run(self._output_names, feed)
+            if self._one_row:
+                results = self._run_rows(session, feed)
+            else:
+                results = session.run(self._output_names, feed)
+        except SchemaMismatch:
+            raise
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             raise InferenceFailed(f"onnxruntime failed while running the batch: {exc}") from exc
         return dict(zip(self._output_names, results, strict=True))
+
+    def _run_rows(self, session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> list[Any]:
+        """Run a graph whose batch dimension is fixed at 1 on each row; outputs stacked."""
+        rows = {array.shape[0] for array in feed.values()}
+        if len(rows) != 1:
+            raise SchemaMismatch("all inputs must have the same number of rows")
+        count = rows.pop()
+        if count == 1:
+            return list(session.run(self._output_names, feed))
+        per_row = [
+            session.run(self._output_names, {k: v[i : i + 1] for k, v in feed.items()})
+            for i in range(count)
+        ]
+        return [
+            np.concatenate([np.atleast_1d(row[j]) for row in per_row])
+            for j in range(len(self._output_names))
+        ]
 
     def unload(self) -> None:
         """Drop the session; its memory is freed once in-flight ``predict`` calls return."""

@@ -38,10 +38,12 @@ TIE_MARGIN = 1e-4
 # skl2onnx upgrades, which otherwise pick their newest tested opset.
 TARGET_OPSET: dict[str, int] = {"": 17, "ai.onnx.ml": 3}
 
-_ADVICE = (
-    "skl2onnx does not convert this estimator faithfully; export it to ONNX yourself, check"
-    " its outputs, and register the ONNX file"
-)
+
+def _advice(converter: str) -> str:
+    return (
+        f"{converter} does not convert this estimator faithfully; export it to ONNX yourself,"
+        " check its outputs, and register the ONNX file"
+    )
 
 
 def convert_sklearn(
@@ -110,6 +112,9 @@ def _convert(estimator: Any, n_features: int, input_name: str, classifier: bool)
     try:
         model = skl2onnx.convert_sklearn(
             estimator,
+            # A fixed graph name: skl2onnx's default is a random uuid, which gave the same
+            # estimator a new digest on every registration.
+            name=type(estimator).__name__,
             initial_types=[(input_name, FloatTensorType([None, n_features]))],
             options=options,
             target_opset=TARGET_OPSET,
@@ -124,9 +129,15 @@ def _convert(estimator: Any, n_features: int, input_name: str, classifier: bool)
 
 
 def verify_conversion(
-    estimator: Any, onnx_bytes: bytes, rows: np.ndarray, *, input_name: str = "input"
+    estimator: Any,
+    onnx_bytes: bytes,
+    rows: np.ndarray,
+    *,
+    input_name: str = "input",
+    converter: str = "skl2onnx",
 ) -> None:
-    """Raise ``ConversionMismatch`` unless the ONNX model reproduces ``estimator`` on ``rows``."""
+    """Raise ``ConversionMismatch`` unless the ONNX model reproduces ``estimator`` on ``rows``;
+    its advice names ``converter``, the tool that made ``onnx_bytes``."""
     import onnxruntime as ort
     from sklearn.base import is_classifier
 
@@ -148,12 +159,14 @@ def verify_conversion(
     # The same float32-rounded values for both sides: only the arithmetic may differ.
     as_seen = rows.astype(np.float64)
     if is_classifier(estimator):
-        _verify_classifier(estimator, as_seen, outputs)
+        _verify_classifier(estimator, as_seen, outputs, _advice(converter))
     else:
-        _verify_regressor(estimator, as_seen, outputs)
+        _verify_regressor(estimator, as_seen, outputs, _advice(converter))
 
 
-def _verify_classifier(estimator: Any, rows: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+def _verify_classifier(
+    estimator: Any, rows: np.ndarray, outputs: dict[str, np.ndarray], advice: str
+) -> None:
     name = type(estimator).__name__
     expected_labels = np.asarray(estimator.predict(rows))
     labels = outputs.get("label")
@@ -176,7 +189,7 @@ def _verify_classifier(estimator: Any, rows: np.ndarray, outputs: dict[str, np.n
             raise ConversionMismatch(
                 f"the ONNX model of {name} differs from the estimator: probability of class"
                 f" {col} on row {row} is {got[row, col]:.6g} vs {proba[row, col]:.6g}"
-                f" (|diff| {diff[row, col]:.3g} > {PROBABILITY_ATOL:g}); {_ADVICE}"
+                f" (|diff| {diff[row, col]:.3g} > {PROBABILITY_ATOL:g}); {advice}"
             )
     wrong = expected_labels != labels
     if proba is not None and proba.shape[1] >= 2:
@@ -188,11 +201,13 @@ def _verify_classifier(estimator: Any, rows: np.ndarray, outputs: dict[str, np.n
         raise ConversionMismatch(
             f"the ONNX model of {name} predicts label {onnx_label!r} on row {first} where the"
             f" estimator predicts {sklearn_label!r} ({int(wrong.sum())} of {len(wrong)} rows"
-            f" differ); {_ADVICE}"
+            f" differ); {advice}"
         )
 
 
-def _verify_regressor(estimator: Any, rows: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+def _verify_regressor(
+    estimator: Any, rows: np.ndarray, outputs: dict[str, np.ndarray], advice: str
+) -> None:
     name = type(estimator).__name__
     expected = np.asarray(estimator.predict(rows), dtype=np.float64)
     got = next(iter(outputs.values())).astype(np.float64)
@@ -208,7 +223,7 @@ def _verify_regressor(estimator: Any, rows: np.ndarray, outputs: dict[str, np.nd
         raise ConversionMismatch(
             f"the ONNX model of {name} differs from the estimator on row {worst[0]}:"
             f" {got[worst]:.8g} vs {expected[worst]:.8g} (allowed |diff| <="
-            f" {REGRESSION_ATOL:g} + {REGRESSION_RTOL:g}*|expected|); {_ADVICE}"
+            f" {REGRESSION_ATOL:g} + {REGRESSION_RTOL:g}*|expected|); {advice}"
         )
 
 

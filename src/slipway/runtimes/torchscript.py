@@ -98,12 +98,23 @@ class TorchScriptRuntime:
             with torch.inference_mode():
                 result = module(*args)
         except Exception as exc:  # TorchScript raises torch.jit.Error, RuntimeError, ...
-            raise InferenceFailed(f"the TorchScript module failed on the batch: {exc}") from exc
+            raise InferenceFailed(
+                f"the TorchScript module failed on the batch: {error_text(exc)}"
+            ) from exc
         return named_outputs(result)
 
     def unload(self) -> None:
         """Drop the module; its memory is freed once in-flight ``predict`` calls return."""
         self._module = None
+
+
+def error_text(exc: BaseException) -> str:
+    """The error itself, in one line. An error raised inside TorchScript carries two tracebacks
+    (of the serialized code and of the original source, with file paths of the machine that
+    scripted the module) and ends with the error, e.g. ``RuntimeError: mat1 and mat2 must have
+    the same dtype``: that last line is what a caller can act on."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _input_names(module: Any) -> list[str]:
@@ -149,7 +160,15 @@ def describe(runtime: TorchScriptRuntime, sample: dict[str, np.ndarray] | np.nda
             f"the sample has inputs {sorted(arrays)}; the module takes"
             f" [{', '.join(runtime.input_names)}]"
         )
-    outputs = runtime.predict(arrays)
+    try:
+        outputs = runtime.predict(arrays)
+    except InferenceFailed as exc:
+        given = ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in arrays.items())
+        cause = error_text(exc.__cause__) if exc.__cause__ is not None else exc.message
+        raise InvalidInput(
+            f"the module cannot run on the sample rows ({given}): {cause}; give sample rows"
+            " of the dtypes and shapes forward expects"
+        ) from exc
     return Signature(
         inputs=[_spec(name, arrays[name]) for name in runtime.input_names],
         outputs=[_spec(name, value) for name, value in outputs.items()],
