@@ -214,3 +214,19 @@ def test_a_policy_that_is_not_yaml_is_refused_in_one_line_naming_where(text, whe
     message = refused.value.message
     assert message.startswith("promotion.yaml is not valid YAML")
     assert where in message and "\n" not in message, message
+
+
+def test_an_advisory_contract_failure_does_not_skip_the_required_gates(registry, holdout, serve):
+    # The holdout fits the signature; only an advisory contract check fails (a few values
+    # beyond the training range). The degraded version must still fail the required quality.
+    advisory = GATES + "required: [quality]\ncontract: {max_out_of_range: 0.0}\n"
+    report = run(registry, 2, holdout, serve, advisory)
+    stages = {s.stage: s for s in report.stages}
+    assert not stages["contract"].passed and not stages["contract"].required
+    assert report.failed_required() == ["quality: accuracy vs production"]
+    assert not report.passed
+    # Data that does not fit stops the run; the required stages that could not run fail.
+    narrow = Holdout(holdout.columns[:2], holdout.features[:, :2], holdout.labels, [])
+    stopped = run(registry, 3, narrow, serve, advisory)
+    assert [s.stage for s in stopped.stages] == ["contract", "quality"]
+    assert stopped.failed_required() == ["quality: stage ran"]

@@ -25,12 +25,12 @@ from slipway.registry.records import VersionRecord
 from slipway.registry.store import SqlStore
 from slipway.runtimes.base import Runtime, load_runtime
 from slipway.validation.checks import Check, Report, StageResult
-from slipway.validation.contract import check_contract, model_inputs
+from slipway.validation.contract import check_contract, holdout_fits, model_inputs
 from slipway.validation.holdout import Holdout
 from slipway.validation.integration import check_integration
 from slipway.validation.loadgen import Request, run_load
 from slipway.validation.performance import performance_checks
-from slipway.validation.policy import PerformancePolicy, Policy, ShadowPolicy
+from slipway.validation.policy import STAGES, PerformancePolicy, Policy, ShadowPolicy
 from slipway.validation.quality import Scores, quality_checks, score
 from slipway.validation.replay import replay, requests_from_audit, requests_from_file
 from slipway.validation.wire import Arrays, predict_body, v2_body
@@ -125,8 +125,20 @@ class Validation:
                     {},
                 ),
             )
-        if stages and not stages[0].passed:
-            return self._report(stages, production, against)  # the data does not fit the model
+        contract_failed = bool(stages) and not stages[0].passed
+        if contract_failed and (
+            stages[0].required or not holdout_fits(version.signature, self.holdout)
+        ):
+            # The data does not fit the model, or the policy refuses it: the later stages
+            # cannot run (when the contract is advisory, a required one that cannot run
+            # fails). An advisory contract failure on data that fits lets the others decide.
+            why = "not run: the holdout does not fit the version's signature"
+            for name in STAGES[1:] if not stages[0].required else ():
+                if policy.runs(name) and name in policy.required:
+                    stages.append(
+                        StageResult(name, True, [Check("stage ran", None, "", "fail", why)])
+                    )
+            return self._report(stages, production, against)
         inputs = model_inputs(version.signature, self.holdout.features)
         outputs = direct(inputs)
         if policy.quality is not None:
