@@ -98,6 +98,20 @@ def test_reports_are_stored_on_the_version_and_attached_as_evidence(registry, ho
         pytest.param("a: [", "YAML", id="bad-yaml"),
         # The name is the stored report's and its evidence's: refused before any stage runs.
         pytest.param('name: "promotion policy"', "invalid policy name", id="bad-name"),
+        # Numbers outside what a stage can do: refused naming the field, not a traceback or a
+        # stage that checks nothing and passes.
+        pytest.param("integration: {batch: 0}", "integration.batch", id="batch-zero"),
+        pytest.param("integration: {batch: -1}", "integration.batch", id="batch-negative"),
+        pytest.param("integration: {rows: -10}", "integration.rows", id="rows-negative"),
+        pytest.param("integration: {tolerance: -1}", "integration.tolerance", id="tolerance"),
+        pytest.param("contract: {max_out_of_range: 2}", "max_out_of_range", id="fraction"),
+        pytest.param("performance: {rates: []}", "performance.rates", id="no-rates"),
+        pytest.param("performance: {rates: [0]}", "performance.rates", id="zero-rate"),
+        pytest.param("performance: {duration_s: .inf}", "duration_s", id="endless"),
+        pytest.param("performance: {timeout_s: 0}", "timeout_s", id="no-timeout"),
+        pytest.param("performance: {sla: {error_rate: -1}}", "error_rate", id="error-rate"),
+        pytest.param("shadow: {limit: 0}", "shadow.limit", id="no-requests"),
+        pytest.param("shadow: {min_agreement: 1.5}", "min_agreement", id="agreement"),
     ],
 )
 def test_malformed_policies_are_refused_with_the_reason(text: str, message: str) -> None:
