@@ -132,6 +132,28 @@ def test_a_holdout_without_its_label_column_is_refused(tmp_path: Path) -> None:
         read_holdout(path, "label")
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        pytest.param("a,b,label\n\n\n", "at least one data row", id="only-blank-lines"),
+        pytest.param("a,b,label\n1,2,0\n3,4,\n", "1 row has no label", id="empty-label"),
+        pytest.param("a,b,label\n1,2, \n3,4,\n", "2 rows have no label", id="blank-labels"),
+    ],
+)
+def test_a_holdout_without_rows_or_labels_is_refused(tmp_path: Path, text, message) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text(text)
+    with pytest.raises(InvalidInput, match=message):
+        read_holdout(path, "label")
+
+
+def test_a_holdout_saved_with_a_byte_order_mark_reads_its_first_column(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_text("label,a,b\n1,2,3\n0,4,5\n", encoding="utf-8-sig")  # as Excel saves it
+    holdout = read_holdout(path, "label")
+    assert holdout.columns == ["a", "b"] and holdout.labels.tolist() == [1, 0]
+
+
 def test_the_approval_rule_reads_the_stored_validation_report(registry, holdout, serve):
     from slipway.governance.approvals import list_reports as evidence
     from slipway.governance.approvals import set_policy
