@@ -266,3 +266,13 @@ def test_with_auth_off_pages_open_but_forms_still_need_csrf_and_origin(
         assert done.status_code == 303, done.text
         assert actions.active(ui_registry.store, "cancer-prod").candidate == 2
     server.app.store.close()
+
+
+def test_every_page_footer_names_the_slipway_release(session) -> None:
+    from slipway import __version__
+
+    http = session("viewer")
+    for path in ["/ui", "/ui/models/cancer", "/ui/models/cancer/versions/1", "/ui/approvals"]:
+        page = http.get(path).text
+        footer = re.search(r"<footer>(.*?)</footer>", page, re.S)
+        assert footer is not None and footer.group(1) == f"Slipway {__version__}", path
