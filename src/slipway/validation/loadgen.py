@@ -6,6 +6,7 @@ falls behind shows its queueing in the percentiles instead of slowing the genera
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 from slipway.errors import InvalidInput
 
 Clock = Callable[[], float]
+MAX_REQUESTS = 1_000_000  # per run: each request's latency is kept, and its task until the end
 
 
 class LoadResult(msgspec.Struct, frozen=True):
@@ -63,6 +65,15 @@ def run_load(
     of 400 and above."""
     if not rate > 0 or not duration_s > 0:
         raise InvalidInput("rate and duration must be greater than 0")
+    if not math.isfinite(rate * duration_s):
+        raise InvalidInput("rate and duration must be finite numbers")
+    if rate * duration_s > MAX_REQUESTS:
+        raise InvalidInput(
+            f"rate times duration is {rate * duration_s:.0f} requests; a run sends at most"
+            f" {MAX_REQUESTS} requests (every latency is kept): lower the rate or the duration"
+        )
+    if not 0 < timeout_s < math.inf:
+        raise InvalidInput("the timeout must be a finite number of seconds greater than 0")
     if not requests:
         raise InvalidInput("at least one request is needed")
     return asyncio.run(
