@@ -266,3 +266,14 @@ def test_an_advisory_contract_failure_does_not_skip_the_required_gates(registry,
     stopped = run(registry, 3, narrow, serve, advisory)
     assert [s.stage for s in stopped.stages] == ["contract", "quality"]
     assert stopped.failed_required() == ["quality: stage ran"]
+
+
+def test_production_must_be_a_deployment_of_the_candidates_model(
+    registry, holdout, serve, split, estimators
+):
+    # Same inputs, another model: comparing with it would judge the candidate on a version it
+    # can never replace (a rollout on other-prod takes versions of `other` only).
+    registry.register_sklearn("other", estimators[1], split[0])
+    registry.store.create_deployment("other-prod", "other", 1)
+    with pytest.raises(InvalidInput, match="other-prod serves model 'other', not 'cancer'"):
+        run(registry, 2, holdout, serve, GATES.replace("cancer-prod", "other-prod"))

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from slipway.errors import SlipwayError
+from slipway.errors import InvalidInput, SlipwayError
 from slipway.packaging.hooks import Hooks
 from slipway.registry.artifacts import ArtifactStore
 from slipway.registry.records import VersionRecord
@@ -85,6 +85,12 @@ class Validation:
         production = None
         if against is not None:
             deployment = self.store.get_deployment(against)
+            if deployment.model != version.model:
+                raise InvalidInput(
+                    f"deployment {against} serves model {deployment.model!r}, not"
+                    f" {version.model!r}: name a deployment of {version.model} as production"
+                    " (--against or the policy's against)"
+                )
             production = self.store.get_version(deployment.model, deployment.version)
         candidate_rt = self._load(version)
         direct = self._pipeline(candidate_rt)
