@@ -277,3 +277,18 @@ def test_production_must_be_a_deployment_of_the_candidates_model(
     registry.store.create_deployment("other-prod", "other", 1)
     with pytest.raises(InvalidInput, match="other-prod serves model 'other', not 'cancer'"):
         run(registry, 2, holdout, serve, GATES.replace("cancer-prod", "other-prod"))
+
+
+def test_a_stage_that_raises_fails_with_the_reason_and_the_run_goes_on(registry, holdout, serve):
+    # With the contract off, a NaN cell reaches the model: its scores hold NaN and
+    # scikit-learn's ROC AUC raises ValueError. The stage fails with why; the others still run.
+    features = holdout.features.copy()
+    features[-1, :] = np.nan  # the last row: integration sends the first 20
+    holed = Holdout(holdout.columns, features, holdout.labels, [])
+    policy = "contract: null\nintegration: {rows: 20}\nquality: {roc_auc: {min: 0.9}}\n"
+    report = run(registry, 1, holed, serve, policy)
+    stages = {s.stage: s for s in report.stages}
+    [check] = stages["quality"].checks
+    assert (check.name, check.verdict) == ("stage ran", "fail")
+    assert "NaN" in check.detail, check.detail
+    assert stages["integration"].passed

@@ -95,7 +95,6 @@ class Validation:
         candidate_rt = self._load(version)
         direct = self._pipeline(candidate_rt)
         stages: list[StageResult] = []
-        outputs: Arrays | None = None
 
         def stage(name: str, body: Callable[[], tuple[list[Check], dict[str, Any]]]) -> None:
             self.on_stage(name, "start")
@@ -104,6 +103,9 @@ class Validation:
                 checks, data = body()
             except SlipwayError as exc:
                 checks, data = [Check("stage ran", None, "", "fail", str(exc))], {}
+            except Exception as exc:  # a library's (scikit-learn's, httpx's) or a hook's own
+                why = f"{type(exc).__name__}: {exc}"
+                checks, data = [Check("stage ran", None, "", "fail", why)], {}
             result = StageResult(
                 name,
                 name in policy.required,
@@ -146,13 +148,11 @@ class Validation:
                     )
             return self._report(stages, production, against)
         inputs = model_inputs(version.signature, self.holdout.features)
-        outputs = direct(inputs)
         if policy.quality is not None:
             bounds = policy.quality
 
             def quality() -> tuple[list[Check], dict[str, Any]]:
-                assert outputs is not None
-                mine = score(version.signature, outputs, self.holdout.labels)
+                mine = score(version.signature, direct(inputs), self.holdout.labels)
                 theirs: Scores | None = None
                 if production is not None:
                     prod_outputs = self._pipeline(self._load(production))(inputs)
@@ -175,24 +175,20 @@ class Validation:
                 integ = policy.integration
                 rows = integ.rows or self.holdout.rows
                 part = {k: v[:rows] for k, v in inputs.items()}
-                want = {
-                    s.name: candidate_rt.predict(self._prepared(part))[s.name]
-                    for s in version.signature.outputs
-                }
-                stage(
-                    "integration",
-                    lambda: (
-                        check_integration(
-                            client,
-                            CANDIDATE,
-                            part,
-                            want,
-                            batch=integ.batch,
-                            tolerance=integ.tolerance,
-                        ),
-                        {},
-                    ),
-                )
+
+                def integration() -> tuple[list[Check], dict[str, Any]]:
+                    answer = direct(part)
+                    want = {s.name: answer[s.name] for s in version.signature.outputs}
+                    return check_integration(
+                        client,
+                        CANDIDATE,
+                        part,
+                        want,
+                        batch=integ.batch,
+                        tolerance=integ.tolerance,
+                    ), {}
+
+                stage("integration", integration)
             if policy.performance is not None:
                 perf = policy.performance
                 stage("performance", lambda: _performance(url, inputs, perf))
