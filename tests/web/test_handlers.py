@@ -103,6 +103,22 @@ def test_signin_only_returns_to_dashboard_pages(session, users, next_path) -> No
     assert response.headers["location"] == "/ui"
 
 
+def test_signin_returns_to_a_page_whose_path_is_not_ascii(session, users) -> None:
+    http = session()
+    asked = http.get("/ui/models/caf%C3%A9")  # a link to a model name with an accent
+    assert asked.status_code == 401
+    next_path = re.search(r'name="next" value="([^"]*)"', asked.text).group(1)
+    response = http.post(
+        "/ui/signin",
+        data={"token": users["viewer"], "next": next_path},
+        headers={"origin": str(http.base_url).rstrip("/")},
+    )
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/ui/models/caf%C3%A9"
+    back = http.get(response.headers["location"])
+    assert back.status_code == 400 and "invalid model name" in back.text  # not a 500
+
+
 def test_signin_form_refuses_other_sites_and_other_encodings(session, users) -> None:
     http = session()
     foreign = http.post(
