@@ -91,6 +91,14 @@ def test_percentiles_match_the_injected_delay(delayed: str) -> None:
     assert verdicts[0] == "fail" and verdicts[3] == "pass"
 
 
+def test_throughput_never_exceeds_the_offered_rate(delayed: str) -> None:
+    # 5 requests offered over 0.5 s, each answered in 50 ms: 10 per second, not the 11 that
+    # dividing by "first send to last answer" (0.45 s) gives.
+    result = run_load(f"{delayed}/x", rate=10, duration_s=0.5)
+    assert result.ok == 5
+    assert 0 < result.throughput <= result.rate
+
+
 def test_error_responses_are_counted(delayed: str) -> None:
     result = run_load(f"{delayed}/fail", rate=20, duration_s=0.5)
     assert result.errors == result.sent == 10 and result.error_rate == 1.0
