@@ -98,6 +98,20 @@ def test_reports_are_stored_on_the_version_and_attached_as_evidence(registry, ho
         pytest.param("a: [", "YAML", id="bad-yaml"),
         # The name is the stored report's and its evidence's: refused before any stage runs.
         pytest.param('name: "promotion policy"', "invalid policy name", id="bad-name"),
+        # Numbers outside what a stage can do: refused naming the field, not a traceback or a
+        # stage that checks nothing and passes.
+        pytest.param("integration: {batch: 0}", "integration.batch", id="batch-zero"),
+        pytest.param("integration: {batch: -1}", "integration.batch", id="batch-negative"),
+        pytest.param("integration: {rows: -10}", "integration.rows", id="rows-negative"),
+        pytest.param("integration: {tolerance: -1}", "integration.tolerance", id="tolerance"),
+        pytest.param("contract: {max_out_of_range: 2}", "max_out_of_range", id="fraction"),
+        pytest.param("performance: {rates: []}", "performance.rates", id="no-rates"),
+        pytest.param("performance: {rates: [0]}", "performance.rates", id="zero-rate"),
+        pytest.param("performance: {duration_s: .inf}", "duration_s", id="endless"),
+        pytest.param("performance: {timeout_s: 0}", "timeout_s", id="no-timeout"),
+        pytest.param("performance: {sla: {error_rate: -1}}", "error_rate", id="error-rate"),
+        pytest.param("shadow: {limit: 0}", "shadow.limit", id="no-requests"),
+        pytest.param("shadow: {min_agreement: 1.5}", "min_agreement", id="agreement"),
     ],
 )
 def test_malformed_policies_are_refused_with_the_reason(text: str, message: str) -> None:
@@ -116,6 +130,28 @@ def test_a_holdout_without_its_label_column_is_refused(tmp_path: Path) -> None:
     path.write_text("a,b\n1,2\n")
     with pytest.raises(InvalidInput, match="no label column 'label'"):
         read_holdout(path, "label")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        pytest.param("a,b,label\n\n\n", "at least one data row", id="only-blank-lines"),
+        pytest.param("a,b,label\n1,2,0\n3,4,\n", "1 row has no label", id="empty-label"),
+        pytest.param("a,b,label\n1,2, \n3,4,\n", "2 rows have no label", id="blank-labels"),
+    ],
+)
+def test_a_holdout_without_rows_or_labels_is_refused(tmp_path: Path, text, message) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text(text)
+    with pytest.raises(InvalidInput, match=message):
+        read_holdout(path, "label")
+
+
+def test_a_holdout_saved_with_a_byte_order_mark_reads_its_first_column(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_text("label,a,b\n1,2,3\n0,4,5\n", encoding="utf-8-sig")  # as Excel saves it
+    holdout = read_holdout(path, "label")
+    assert holdout.columns == ["a", "b"] and holdout.labels.tolist() == [1, 0]
 
 
 def test_the_approval_rule_reads_the_stored_validation_report(registry, holdout, serve):
@@ -214,3 +250,45 @@ def test_a_policy_that_is_not_yaml_is_refused_in_one_line_naming_where(text, whe
     message = refused.value.message
     assert message.startswith("promotion.yaml is not valid YAML")
     assert where in message and "\n" not in message, message
+
+
+def test_an_advisory_contract_failure_does_not_skip_the_required_gates(registry, holdout, serve):
+    # The holdout fits the signature; only an advisory contract check fails (a few values
+    # beyond the training range). The degraded version must still fail the required quality.
+    advisory = GATES + "required: [quality]\ncontract: {max_out_of_range: 0.0}\n"
+    report = run(registry, 2, holdout, serve, advisory)
+    stages = {s.stage: s for s in report.stages}
+    assert not stages["contract"].passed and not stages["contract"].required
+    assert report.failed_required() == ["quality: accuracy vs production"]
+    assert not report.passed
+    # Data that does not fit stops the run; the required stages that could not run fail.
+    narrow = Holdout(holdout.columns[:2], holdout.features[:, :2], holdout.labels, [])
+    stopped = run(registry, 3, narrow, serve, advisory)
+    assert [s.stage for s in stopped.stages] == ["contract", "quality"]
+    assert stopped.failed_required() == ["quality: stage ran"]
+
+
+def test_production_must_be_a_deployment_of_the_candidates_model(
+    registry, holdout, serve, split, estimators
+):
+    # Same inputs, another model: comparing with it would judge the candidate on a version it
+    # can never replace (a rollout on other-prod takes versions of `other` only).
+    registry.register_sklearn("other", estimators[1], split[0])
+    registry.store.create_deployment("other-prod", "other", 1)
+    with pytest.raises(InvalidInput, match="other-prod serves model 'other', not 'cancer'"):
+        run(registry, 2, holdout, serve, GATES.replace("cancer-prod", "other-prod"))
+
+
+def test_a_stage_that_raises_fails_with_the_reason_and_the_run_goes_on(registry, holdout, serve):
+    # With the contract off, a NaN cell reaches the model: its scores hold NaN and
+    # scikit-learn's ROC AUC raises ValueError. The stage fails with why; the others still run.
+    features = holdout.features.copy()
+    features[-1, :] = np.nan  # the last row: integration sends the first 20
+    holed = Holdout(holdout.columns, features, holdout.labels, [])
+    policy = "contract: null\nintegration: {rows: 20}\nquality: {roc_auc: {min: 0.9}}\n"
+    report = run(registry, 1, holed, serve, policy)
+    stages = {s.stage: s for s in report.stages}
+    [check] = stages["quality"].checks
+    assert (check.name, check.verdict) == ("stage ran", "fail")
+    assert "NaN" in check.detail, check.detail
+    assert stages["integration"].passed

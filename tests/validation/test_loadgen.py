@@ -91,6 +91,14 @@ def test_percentiles_match_the_injected_delay(delayed: str) -> None:
     assert verdicts[0] == "fail" and verdicts[3] == "pass"
 
 
+def test_throughput_never_exceeds_the_offered_rate(delayed: str) -> None:
+    # 5 requests offered over 0.5 s, each answered in 50 ms: 10 per second, not the 11 that
+    # dividing by "first send to last answer" (0.45 s) gives.
+    result = run_load(f"{delayed}/x", rate=10, duration_s=0.5)
+    assert result.ok == 5
+    assert 0 < result.throughput <= result.rate
+
+
 def test_error_responses_are_counted(delayed: str) -> None:
     result = run_load(f"{delayed}/fail", rate=20, duration_s=0.5)
     assert result.errors == result.sent == 10 and result.error_rate == 1.0
@@ -112,3 +120,30 @@ def test_the_loadtest_command_reports_percentiles(delayed: str, tmp_path) -> Non
     cells = [c.strip() for c in row.strip("│ ").split("│")]
     assert cells[:4] == ["20", "20", "20", "0"]
     assert float(cells[4]) >= DELAY_S * 1000  # p50 is at least the injected delay
+
+
+@pytest.mark.parametrize(
+    "rate, duration_s, timeout_s, message",
+    [
+        pytest.param(float("inf"), 1.0, 5.0, "finite", id="endless-rate"),
+        pytest.param(10.0, float("inf"), 5.0, "finite", id="endless-duration"),
+        pytest.param(float("nan"), 1.0, 5.0, "greater than 0", id="nan-rate"),
+        pytest.param(1e6, 3600.0, 5.0, "at most 1000000 requests", id="too-many-requests"),
+        pytest.param(10.0, 1.0, 0.0, "timeout", id="no-timeout"),
+        pytest.param(10.0, 1.0, float("nan"), "timeout", id="nan-timeout"),
+    ],
+)
+def test_a_load_it_cannot_send_is_refused_before_any_request(
+    rate: float, duration_s: float, timeout_s: float, message: str
+) -> None:
+    from slipway.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=message):
+        run_load("http://127.0.0.1:9/x", rate=rate, duration_s=duration_s, timeout_s=timeout_s)
+
+
+def test_the_loadtest_command_refuses_an_endless_rate_in_one_line(tmp_path) -> None:
+    from ..test_cli import assert_one_line_error, slipway
+
+    done = slipway(tmp_path / "home", "loadtest", "http://127.0.0.1:9/x", "--rate", "inf")
+    assert "finite" in assert_one_line_error(done, 2)

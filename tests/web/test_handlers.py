@@ -103,6 +103,22 @@ def test_signin_only_returns_to_dashboard_pages(session, users, next_path) -> No
     assert response.headers["location"] == "/ui"
 
 
+def test_signin_returns_to_a_page_whose_path_is_not_ascii(session, users) -> None:
+    http = session()
+    asked = http.get("/ui/models/caf%C3%A9")  # a link to a model name with an accent
+    assert asked.status_code == 401
+    next_path = re.search(r'name="next" value="([^"]*)"', asked.text).group(1)
+    response = http.post(
+        "/ui/signin",
+        data={"token": users["viewer"], "next": next_path},
+        headers={"origin": str(http.base_url).rstrip("/")},
+    )
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/ui/models/caf%C3%A9"
+    back = http.get(response.headers["location"])
+    assert back.status_code == 400 and "invalid model name" in back.text  # not a 500
+
+
 def test_signin_form_refuses_other_sites_and_other_encodings(session, users) -> None:
     http = session()
     foreign = http.post(
@@ -266,3 +282,13 @@ def test_with_auth_off_pages_open_but_forms_still_need_csrf_and_origin(
         assert done.status_code == 303, done.text
         assert actions.active(ui_registry.store, "cancer-prod").candidate == 2
     server.app.store.close()
+
+
+def test_every_page_footer_names_the_slipway_release(session) -> None:
+    from slipway import __version__
+
+    http = session("viewer")
+    for path in ["/ui", "/ui/models/cancer", "/ui/models/cancer/versions/1", "/ui/approvals"]:
+        page = http.get(path).text
+        footer = re.search(r"<footer>(.*?)</footer>", page, re.S)
+        assert footer is not None and footer.group(1) == f"Slipway {__version__}", path

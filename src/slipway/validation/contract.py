@@ -63,6 +63,18 @@ def model_inputs(signature: Signature, features: np.ndarray) -> Arrays:
     return out
 
 
+def holdout_fits(signature: Signature, holdout: Holdout) -> bool:
+    """Whether the holdout's columns split over the signature's inputs and parse as their
+    datatypes: the later stages can only run when they do."""
+    if input_widths(signature, len(holdout.columns)) is None:
+        return False
+    return not (_numeric(signature) and holdout.non_numeric)
+
+
+def _numeric(signature: Signature) -> bool:
+    return all(s.datatype != "BYTES" for s in signature.inputs)
+
+
 def check_contract(
     signature: Signature,
     profile: Profile | None,
@@ -86,7 +98,7 @@ def check_contract(
             value=n,
         )
     )
-    numeric = all(s.datatype != "BYTES" for s in signature.inputs)
+    numeric = _numeric(signature)
     datatypes = ", ".join(sorted({s.datatype for s in signature.inputs}))
     checks.append(
         truth(

@@ -41,6 +41,13 @@ def read_holdout(path: Path, label: str, *, max_rows: int = 1_000_000) -> Holdou
             " name it in the policy's `label`"
         )
     at = header.index(label)
+    unlabelled = [i + 1 for i, cell in enumerate(cells[:, at]) if not str(cell).strip()]
+    if unlabelled:
+        rows = "1 row has" if len(unlabelled) == 1 else f"{len(unlabelled)} rows have"
+        raise InvalidInput(
+            f"{path}: {rows} no label in column {label!r} (the first is data row"
+            f" {unlabelled[0]}); fill the labels in or drop those rows"
+        )
     columns = [c for i, c in enumerate(header) if i != at]
     features = np.empty((len(cells), len(columns)), dtype=np.float64)
     non_numeric = []
@@ -59,15 +66,16 @@ def read_holdout(path: Path, label: str, *, max_rows: int = 1_000_000) -> Holdou
 
 def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte order mark (as spreadsheet programs write) is not part of the header.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
     except OSError as exc:
         raise InvalidInput(f"cannot read the holdout {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise InvalidInput(f"{path} is not a UTF-8 CSV file") from None
-    if len(rows) < 2:
+    header, body = (rows[0], [r for r in rows[1:] if r]) if rows else ([], [])
+    if not header or not body:
         raise InvalidInput(f"{path} needs a header row and at least one data row")
-    header, body = rows[0], [r for r in rows[1:] if r]
     bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
     if bad:
         raise InvalidInput(f"{path}: line {bad[0]} has a different number of cells than the header")

@@ -6,6 +6,7 @@ falls behind shows its queueing in the percentiles instead of slowing the genera
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 from slipway.errors import InvalidInput
 
 Clock = Callable[[], float]
+MAX_REQUESTS = 1_000_000  # per run: each request's latency is kept, and its task until the end
 
 
 class LoadResult(msgspec.Struct, frozen=True):
@@ -63,6 +65,15 @@ def run_load(
     of 400 and above."""
     if not rate > 0 or not duration_s > 0:
         raise InvalidInput("rate and duration must be greater than 0")
+    if not math.isfinite(rate * duration_s):
+        raise InvalidInput("rate and duration must be finite numbers")
+    if rate * duration_s > MAX_REQUESTS:
+        raise InvalidInput(
+            f"rate times duration is {rate * duration_s:.0f} requests; a run sends at most"
+            f" {MAX_REQUESTS} requests (every latency is kept): lower the rate or the duration"
+        )
+    if not 0 < timeout_s < math.inf:
+        raise InvalidInput("the timeout must be a finite number of seconds greater than 0")
     if not requests:
         raise InvalidInput("at least one request is needed")
     return asyncio.run(
@@ -109,7 +120,9 @@ async def _run(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(send(i, intended)))
         await asyncio.gather(*tasks)
-        elapsed = max(clock() - start, 1e-9)
+        # At least the offered window: n requests over n / rate seconds, not from the first
+        # send to the last answer ((n - 1) / rate plus one latency), which overstates it.
+        elapsed = max(clock() - start, total / rate)
     ms = latencies * 1000.0
     ok = int((~failed).sum())
     p50, p95, p99 = (float(np.percentile(ms, q)) for q in (50, 95, 99))

@@ -18,19 +18,19 @@ from typing import Any
 import httpx
 import msgspec
 
-from slipway.errors import SlipwayError
+from slipway.errors import InvalidInput, SlipwayError
 from slipway.packaging.hooks import Hooks
 from slipway.registry.artifacts import ArtifactStore
 from slipway.registry.records import VersionRecord
 from slipway.registry.store import SqlStore
 from slipway.runtimes.base import Runtime, load_runtime
 from slipway.validation.checks import Check, Report, StageResult
-from slipway.validation.contract import check_contract, model_inputs
+from slipway.validation.contract import check_contract, holdout_fits, model_inputs
 from slipway.validation.holdout import Holdout
 from slipway.validation.integration import check_integration
 from slipway.validation.loadgen import Request, run_load
 from slipway.validation.performance import performance_checks
-from slipway.validation.policy import PerformancePolicy, Policy, ShadowPolicy
+from slipway.validation.policy import STAGES, PerformancePolicy, Policy, ShadowPolicy
 from slipway.validation.quality import Scores, quality_checks, score
 from slipway.validation.replay import replay, requests_from_audit, requests_from_file
 from slipway.validation.wire import Arrays, predict_body, v2_body
@@ -85,11 +85,16 @@ class Validation:
         production = None
         if against is not None:
             deployment = self.store.get_deployment(against)
+            if deployment.model != version.model:
+                raise InvalidInput(
+                    f"deployment {against} serves model {deployment.model!r}, not"
+                    f" {version.model!r}: name a deployment of {version.model} as production"
+                    " (--against or the policy's against)"
+                )
             production = self.store.get_version(deployment.model, deployment.version)
         candidate_rt = self._load(version)
         direct = self._pipeline(candidate_rt)
         stages: list[StageResult] = []
-        outputs: Arrays | None = None
 
         def stage(name: str, body: Callable[[], tuple[list[Check], dict[str, Any]]]) -> None:
             self.on_stage(name, "start")
@@ -98,6 +103,9 @@ class Validation:
                 checks, data = body()
             except SlipwayError as exc:
                 checks, data = [Check("stage ran", None, "", "fail", str(exc))], {}
+            except Exception as exc:  # a library's (scikit-learn's, httpx's) or a hook's own
+                why = f"{type(exc).__name__}: {exc}"
+                checks, data = [Check("stage ran", None, "", "fail", why)], {}
             result = StageResult(
                 name,
                 name in policy.required,
@@ -125,16 +133,26 @@ class Validation:
                     {},
                 ),
             )
-        if stages and not stages[0].passed:
-            return self._report(stages, production, against)  # the data does not fit the model
+        contract_failed = bool(stages) and not stages[0].passed
+        if contract_failed and (
+            stages[0].required or not holdout_fits(version.signature, self.holdout)
+        ):
+            # The data does not fit the model, or the policy refuses it: the later stages
+            # cannot run (when the contract is advisory, a required one that cannot run
+            # fails). An advisory contract failure on data that fits lets the others decide.
+            why = "not run: the holdout does not fit the version's signature"
+            for name in STAGES[1:] if not stages[0].required else ():
+                if policy.runs(name) and name in policy.required:
+                    stages.append(
+                        StageResult(name, True, [Check("stage ran", None, "", "fail", why)])
+                    )
+            return self._report(stages, production, against)
         inputs = model_inputs(version.signature, self.holdout.features)
-        outputs = direct(inputs)
         if policy.quality is not None:
             bounds = policy.quality
 
             def quality() -> tuple[list[Check], dict[str, Any]]:
-                assert outputs is not None
-                mine = score(version.signature, outputs, self.holdout.labels)
+                mine = score(version.signature, direct(inputs), self.holdout.labels)
                 theirs: Scores | None = None
                 if production is not None:
                     prod_outputs = self._pipeline(self._load(production))(inputs)
@@ -157,24 +175,20 @@ class Validation:
                 integ = policy.integration
                 rows = integ.rows or self.holdout.rows
                 part = {k: v[:rows] for k, v in inputs.items()}
-                want = {
-                    s.name: candidate_rt.predict(self._prepared(part))[s.name]
-                    for s in version.signature.outputs
-                }
-                stage(
-                    "integration",
-                    lambda: (
-                        check_integration(
-                            client,
-                            CANDIDATE,
-                            part,
-                            want,
-                            batch=integ.batch,
-                            tolerance=integ.tolerance,
-                        ),
-                        {},
-                    ),
-                )
+
+                def integration() -> tuple[list[Check], dict[str, Any]]:
+                    answer = direct(part)
+                    want = {s.name: answer[s.name] for s in version.signature.outputs}
+                    return check_integration(
+                        client,
+                        CANDIDATE,
+                        part,
+                        want,
+                        batch=integ.batch,
+                        tolerance=integ.tolerance,
+                    ), {}
+
+                stage("integration", integration)
             if policy.performance is not None:
                 perf = policy.performance
                 stage("performance", lambda: _performance(url, inputs, perf))

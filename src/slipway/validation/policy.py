@@ -11,7 +11,7 @@ governs the whole path from registry to production.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -22,6 +22,12 @@ from slipway.rollout.analysis import GateConfig
 from slipway.yamlfile import parse_yaml, read_text
 
 STAGES = ("contract", "quality", "integration", "performance", "shadow")
+
+# What a stage can do with a number: refused when parsed (naming the field), never a stage
+# that loops on a zero batch or checks nothing and passes.
+Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
+Rate = Annotated[float, msgspec.Meta(gt=0.0, le=100_000.0)]  # requests per second
 
 
 class Bound(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -40,33 +46,35 @@ class ContractPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     training range recorded in the version's reference profile."""
 
     allow_nan: bool = False
-    max_out_of_range: float = 0.05
+    max_out_of_range: Fraction = 0.05
 
 
 class IntegrationPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``rows``: holdout rows sent through HTTP (0 = all); ``tolerance``: the largest absolute
     difference allowed between a served score and the runtime's own."""
 
-    rows: int = 256
-    batch: int = 32
-    tolerance: float = 1e-5
+    rows: Annotated[int, msgspec.Meta(ge=0)] = 256
+    batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 32
+    tolerance: NonNegative = 1e-5
 
 
 class Sla(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    p50_ms: float | None = None
-    p95_ms: float | None = None
-    p99_ms: float | None = None
-    error_rate: float | None = 0.0
-    min_throughput: float | None = None  # completed requests per second, as a fraction of rate
+    p50_ms: NonNegative | None = None
+    p95_ms: NonNegative | None = None
+    p99_ms: NonNegative | None = None
+    error_rate: Fraction | None = 0.0
+    min_throughput: Fraction | None = None  # completed requests per second, as a fraction of rate
 
 
 class PerformancePolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Open-loop load at each of ``rates`` (requests per second) for ``duration_s``, one holdout
     row per request, checked against ``sla`` at every rate."""
 
-    rates: list[float] = msgspec.field(default_factory=lambda: [20.0])
-    duration_s: float = 3.0
-    timeout_s: float = 5.0
+    rates: Annotated[list[Rate], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: [20.0]
+    )
+    duration_s: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 3.0
+    timeout_s: Annotated[float, msgspec.Meta(gt=0.0, le=600.0)] = 5.0
     route: Literal["v2", "predict"] = "v2"
     sla: Sla = Sla()
 
@@ -79,9 +87,9 @@ class ShadowPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """
 
     requests: str = "audit"
-    limit: int = 1000
-    min_agreement: float | None = 0.99
-    max_mean_diff: float | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    min_agreement: Fraction | None = 0.99
+    max_mean_diff: NonNegative | None = None
     max_p99_latency_delta_ms: float | None = None
 
 

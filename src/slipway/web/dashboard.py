@@ -335,7 +335,8 @@ class Dashboard:
 
     def render(self, template: str, context: dict[str, Any]) -> bytes:
         context = {
-            "version": __version__,
+            # Not "version": the version page's context names the model version so.
+            "slipway_release": __version__,
             "flash": "",
             "auth": self.access.enabled,
             **context,

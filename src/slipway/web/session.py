@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import urllib.parse
 from http.cookies import CookieError, SimpleCookie
 
 from slipway.serving.http import Scope, header
@@ -72,4 +73,6 @@ def safe_next(raw: str | None) -> str:
         return "/ui"
     if any(ord(c) < 32 for c in raw):
         return "/ui"
-    return raw
+    # A Location header is ASCII: a path asked for with other characters (the page's path
+    # arrives decoded) goes back percent-encoded; what is encoded already stays as it is.
+    return urllib.parse.quote(raw, safe="/?&=%#+:;,@!$'()*[]")
