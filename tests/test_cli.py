@@ -478,3 +478,15 @@ def test_serve_on_port_0_says_the_port_it_listens_on(tmp_path) -> None:
     finally:
         server.terminate()
         server.communicate(timeout=30)  # and closes the pipe
+
+
+def test_python_dash_m_slipway_runs_the_command(tmp_path) -> None:
+    env = {**os.environ, "SLIPWAY_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    env.pop("SLIPWAY_TOKEN", None)
+    env.pop("SLIPWAY_DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "slipway", "models", "list"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "latest version" in done.stdout  # the listing's header
