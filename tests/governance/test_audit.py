@@ -177,6 +177,14 @@ def test_a_forged_record_with_a_recomputed_hash_breaks_the_link(
     assert result.broken_seq == 3 and "prev_hash" in (result.reason or "")
 
 
+def test_verify_reports_its_progress_up_to_the_records_it_checked(store: SqlStore) -> None:
+    fill(store)
+    seen: list[int] = []
+    result = audit.verify(store, on_progress=seen.append)
+    assert result.ok and result.records > 0
+    assert seen == sorted(seen) and seen[-1] == result.records
+
+
 def test_checkpoints_catch_a_truncated_tail(store: SqlStore, store_url: str) -> None:
     fill(store)
     mark = audit.checkpoint(store)

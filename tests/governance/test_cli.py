@@ -156,6 +156,8 @@ def test_the_workflow_from_the_cli(
     cli.ok("audit", "checkpoint", "--out", str(checkpoint), token=admin)
     verified = cli.ok("audit", "verify", "--checkpoint", str(checkpoint), token=admin)
     assert "audit log verified" in verified
+    shown = cli("audit", "verify", token=admin).stderr  # the step and the records it read
+    assert re.match(r"✓ verifying the audit log: \d+ records", shown), shown
     queried = cli.ok("audit", "query", "--deployment", "iris-prod", "--json", token=admin)
     actions = [json.loads(line)["action"] for line in queried.splitlines() if line.strip()]
     assert "deployment.version_changed" in actions and "promotion.approved" in actions

@@ -22,6 +22,7 @@ from slipway.commands.common import (
     caller,
     console,
     open_registry,
+    progress,
     read_input,
     read_json,
     write_output,
@@ -466,7 +467,13 @@ def audit_verify(
     marks = [_checkpoint(path) for path in checkpoint or []]
     with open_registry() as registry:
         caller(registry.store, Role.ADMIN)
-        result = audit.verify(registry.store, checkpoints=marks)
+        with progress() as bar:
+            task = bar.add_task("verifying the audit log", total=None)
+
+            def read(records: int) -> None:
+                bar.update(task, description=f"verifying the audit log: {records:,} records")
+
+            result = audit.verify(registry.store, checkpoints=marks, on_progress=read)
     result.raise_if_broken()
     span = f"records {result.first_seq}-{result.last_seq}" if result.records else "no records"
     console.print(f"audit log verified: {result.records} {span}, head sha256:{result.head_hash}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any
 
 import msgspec
@@ -84,8 +84,15 @@ class Purge(msgspec.Struct, frozen=True):
     anchor_hash: str
 
 
-def verify(store: SqlStore, *, checkpoints: Iterable[Checkpoint] = ()) -> Verification:
-    """Check the whole chain (and ``checkpoints`` against it); see the module docstring."""
+def verify(
+    store: SqlStore,
+    *,
+    checkpoints: Iterable[Checkpoint] = (),
+    on_progress: Callable[[int], object] | None = None,
+) -> Verification:
+    """Check the whole chain (and ``checkpoints`` against it); see the module docstring.
+    ``on_progress(records)`` is called after every page of records read and at the end (a log
+    of millions of records takes a while)."""
     with reading(store) as session:
         purge = session.execute(
             select(AuditPurgeRow.through_seq, AuditPurgeRow.anchor_hash)
@@ -130,6 +137,10 @@ def verify(store: SqlStore, *, checkpoints: Iterable[Checkpoint] = ()) -> Verifi
             purge_recorded = True
         prev, last, expected_seq = record.hash, record.seq, record.seq + 1
         count += 1
+        if on_progress is not None and count % _PAGE == 0:
+            on_progress(count)
+    if on_progress is not None:
+        on_progress(count)
     if not purge_recorded:
         return broken(
             purged_through + 1,
