@@ -153,3 +153,44 @@ def test_shadow_replays_production_requests_from_the_audit_log(registry, holdout
     assert checks["agreement"].verdict == "fail"
     same = run(registry, 3, holdout, serve, text)
     assert same.passed, same.stages[0].checks
+
+
+def test_shadow_agreement_of_a_regression_model_is_not_a_vacuous_pass(tmp_path: Path) -> None:
+    """A regressor answers scores, no classes: "0 of 0 rows same class" is no evidence, so the
+    agreement check says so (info) and the score difference decides."""
+    import httpx
+    import numpy as np
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression, Ridge
+
+    from slipway.server import BackgroundServer
+    from slipway.settings import Settings
+    from slipway.validation.policy import ShadowPolicy
+    from slipway.validation.replay import replay
+
+    x, y = load_diabetes(return_X_y=True)
+    x = x.astype(np.float32)
+    settings = Settings.from_env({"SLIPWAY_HOME": str(tmp_path / "home")}, port=0)
+    with Registry(settings) as registry:
+        registry.register_sklearn("sugar", LinearRegression().fit(x, y), x)
+        registry.register_sklearn("sugar", Ridge(alpha=10.0).fit(x, y), x)  # much flatter
+        registry.store.create_deployment("sugar-prod", "sugar", 1)
+        registry.store.create_deployment("sugar-next", "sugar", 2)
+        requests = [{"instances": x[i : i + 5].tolist()} for i in range(0, 50, 5)]
+        policy = ShadowPolicy(requests="requests.jsonl", min_agreement=0.99, max_mean_diff=5.0)
+        with (
+            BackgroundServer(settings) as server,
+            httpx.Client(base_url=server.url, timeout=10) as client,
+        ):
+            checks, _ = replay(
+                client,
+                requests,
+                candidate="sugar-next",
+                production="sugar-prod",
+                output_names=["variable"],
+                policy=policy,
+            )
+    by_name = {c.name: c for c in checks}
+    assert by_name["agreement"].verdict == "info", by_name["agreement"]
+    assert "no class outputs" in by_name["agreement"].detail
+    assert by_name["mean score difference"].verdict == "fail"  # the flatter model differs

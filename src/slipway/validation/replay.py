@@ -116,14 +116,19 @@ def replay(
         deltas_ms.append((t_cand - t_prod) * 1000.0)
     if not requests:
         return [Check("requests replayed", 0, "> 0", "fail", "no recorded requests to replay")], {}
-    agreement = agree / rows if rows else 1.0
     diff_array = np.asarray(diffs or [0.0])
     delta_array = np.asarray(deltas_ms or [0.0])
+    if rows:
+        agreement = at_least(
+            "agreement", agree / rows, policy.min_agreement, f"{agree} of {rows} rows same class"
+        )
+    else:  # a regressor answers scores only: agreeing on 0 rows is no evidence either way
+        agreement = Check(
+            "agreement", None, "", "info", "no class outputs to compare; the scores decide"
+        )
     checks = [
         at_most("request errors", errors, 0, f"{errors} of {len(requests)} requests failed"),
-        at_least(
-            "agreement", agreement, policy.min_agreement, f"{agree} of {rows} rows same class"
-        ),
+        agreement,
         at_most("mean score difference", float(diff_array.mean()), policy.max_mean_diff),
         at_most(
             "p99 latency delta ms",
