@@ -11,7 +11,7 @@ from slipway.local import Registry
 from slipway.validation.checks import Check, Report, StageResult
 from slipway.validation.reports import save_report
 
-from .conftest import predict_version, rows, start_server, wait_for
+from .conftest import predict_version, rollout_settings, rows, start_server, wait_for
 
 
 def _status(http: httpx.Client) -> dict:
@@ -128,6 +128,35 @@ def test_a_shadow_is_promoted_only_on_enough_agreeing_evidence(registry: Registr
             assert predict_version(http, rows(cancer)) == 2
     finally:
         server.stop()
+
+
+def test_an_agreement_gate_on_a_model_that_answers_scores_only_is_refused_at_start(
+    tmp_path,
+) -> None:
+    """Agreement counts rows of the same class; a regressor has none, so the gate could never
+    be met and the rollout would sit blocked. It is refused when the rollout starts."""
+    import numpy as np
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression, Ridge
+
+    x, y = load_diabetes(return_X_y=True)
+    x = x.astype(np.float32)
+    with Registry(rollout_settings(tmp_path / "home")) as registry:
+        registry.register_sklearn("sugar", LinearRegression().fit(x, y), x)
+        registry.register_sklearn("sugar", Ridge().fit(x, y), x)
+        registry.store.create_deployment("sugar-prod", "sugar", 1)
+        server, _ = start_server(registry)
+        try:
+            with httpx.Client(base_url=server.url, timeout=10) as http:
+                body = {"version": 2, "strategy": "shadow", "min_shadow_agreement": 0.9}
+                refused = http.post("/api/deployments/sugar-prod/rollout", json=body)
+                assert refused.status_code == 400, refused.text
+                assert "answers scores only" in refused.json()["error"]
+                del body["min_shadow_agreement"]
+                started = http.post("/api/deployments/sugar-prod/rollout", json=body)
+                assert started.status_code == 201, started.text
+        finally:
+            server.stop()
 
 
 def test_gate_settings_are_checked(registry: Registry, cancer) -> None:

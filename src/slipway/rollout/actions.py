@@ -26,7 +26,23 @@ def start(
     actor: str | None = None,
 ) -> RolloutRecord:
     """Start rolling ``candidate`` out on ``deployment`` with ``config``."""
+    if config.strategy == "shadow" and config.min_shadow_agreement is not None:
+        _check_agreement_applies(store, deployment, candidate)
     return RolloutStore(store).start(deployment, candidate, config, actor=actor)
+
+
+def _check_agreement_applies(store: SqlStore, deployment: str, candidate: int) -> None:
+    """Agreement counts rows given the same class (an integer, text or boolean output); a
+    version that answers only floating-point scores has none, so the gate could never be met
+    and the rollout would sit blocked at it."""
+    model = store.get_deployment(deployment).model
+    outputs = store.get_version(model, candidate).signature.outputs
+    if outputs and all(spec.datatype.startswith("FP") for spec in outputs):
+        names = ", ".join(f"{spec.name} {spec.datatype}" for spec in outputs)
+        raise InvalidInput(
+            f"min_shadow_agreement compares classes, and {model}@{candidate} answers scores only"
+            f" ({names}); leave it out for this model"
+        )
 
 
 def active(store: SqlStore, deployment: str) -> RolloutRecord:
