@@ -162,6 +162,18 @@ def test_form_posts_need_the_sessions_csrf_token_and_own_origin(session, ui_serv
     assert "Rollout paused." in http.get(ok.headers["location"]).text  # the one-time message
 
 
+def test_the_start_form_refuses_a_routing_key_with_a_line_break(session, ui_server) -> None:
+    http = session("deployer")
+    csrf = csrf_of(http.get("/ui/deployments/cancer-prod/rollout").text)
+    form = {"csrf": csrf, "version": "2", "strategy": "ab", "routing_key": "x-user\r\nx-evil"}
+    refused = http.post(
+        "/ui/deployments/cancer-prod/rollout", data=form, headers={"origin": ui_server.url}
+    )
+    assert refused.status_code == 400, refused.text
+    assert "control characters" in refused.text
+    assert ui_server.app.store.get_deployment("cancer-prod").traffic is None
+
+
 def test_viewer_sees_no_controls_and_a_crafted_post_gets_403(session, ui_server) -> None:
     store = ui_server.app.store
     actions.start(store, "cancer-prod", 2, RolloutConfig(steps=[50.0], interval_s=600))
