@@ -298,6 +298,19 @@ def test_events_newest_first_with_limit(store: SqlStore) -> None:
         store.events(limit=0)
 
 
+def test_events_filtered_by_kind_reach_past_newer_events_of_other_kinds(store: SqlStore) -> None:
+    _register(store)
+    store.create_deployment("churn-prod", "churn", 1)
+    for _ in range(3):
+        _register(store)
+    assert [e.kind for e in store.events(limit=2)] == ["version.registered"] * 2
+    (created,) = store.events(kinds=("deployment.created", "deployment.deleted"), limit=2)
+    assert created.subject == "deployment:churn-prod"
+    assert [e.subject for e in store.events("churn@2", kinds=["version.registered"])] == ["churn@2"]
+    assert store.events("churn@2", kinds=["deployment.created"]) == []
+    assert len(store.events(kinds=["version.registered"], limit=None)) == 4  # all of them
+
+
 def test_unsupported_url() -> None:
     with pytest.raises(InvalidInput, match="unsupported database URL"):
         SqlStore("mysql://localhost/db")

@@ -261,6 +261,21 @@ def test_pages_render_for_an_admin(session, ui_server) -> None:
         assert 'id="error"' in response.text
 
 
+def test_the_version_page_finds_where_it_served_behind_many_newer_events(
+    session, ui_server
+) -> None:
+    from slipway.registry.records import BatchingConfig
+
+    store = ui_server.app.store
+    store.create_deployment("cancer-staging", "cancer", 2)
+    for n in range(1001):  # unrelated changes, all newer than cancer@1 going live
+        store.update_deployment("cancer-staging", batching=BatchingConfig(max_batch_size=2 + n % 2))
+    page = session("viewer").get("/ui/models/cancer/versions/1")
+    assert page.status_code == 200, page.text[:500]
+    assert "never deployed" not in page.text
+    assert re.search(r"<td>cancer-prod</td><td>started serving</td>", page.text), page.text
+
+
 def test_with_auth_off_pages_open_but_forms_still_need_csrf_and_origin(
     tmp_path, ui_registry
 ) -> None:

@@ -480,14 +480,30 @@ class SqlStore:
 
     # -- events --------------------------------------------------------------------------------
 
-    def events(self, subject: str | None = None, limit: int = 100) -> list[EventRecord]:
-        """The newest ``limit`` events, newest first; only those about ``subject`` (e.g.
-        ``"churn@3"``, ``"deployment:churn-prod"``) when given."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+    def events(
+        self,
+        subject: str | None = None,
+        limit: int | None = 100,
+        *,
+        kinds: Sequence[str] | None = None,
+    ) -> list[EventRecord]:
+        """The newest ``limit`` events (all of them with None), newest first; only those about
+        ``subject`` (e.g. ``"churn@3"``, ``"deployment:churn-prod"``) and only those of
+        ``kinds`` (e.g. ``("deployment.created",)``) when given.
+
+        Filter here rather than on the result: on a busy registry the newest ``limit`` events
+        may hold none of the kind wanted."""
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
             raise InvalidInput(f"limit must be a positive integer, got {limit!r}")
-        query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+        query = select(EventRow).order_by(EventRow.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
         if subject is not None:
             query = query.where(EventRow.subject == subject)
+        if kinds is not None:
+            query = query.where(EventRow.kind.in_(list(kinds)))
         with self._read() as session:
             return [
                 EventRecord(
