@@ -227,6 +227,32 @@ def test_commands_that_change_the_registry_act_as_the_tokens_holder(
     assert added["action"] == "alert_rule.added" and added["actor"].startswith("local:")
 
 
+def test_a_field_both_redacted_and_a_business_key_is_refused(
+    tmp_path: Path, store_url: str, model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A business key is copied raw into every record: naming a redacted field as one would
+    undo the redaction."""
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    cli.ok("models", "register", "iris", str(model_file))
+    cli.ok("deploy", "iris-prod", "iris@1")
+    cli.ok("deployments", "policy", "iris-prod", "--audit-payload", "redact", "--redact", "ssn",
+           token=admin)  # fmt: skip
+    before = cli.ok("deployments", "policy", "iris-prod", token=admin)
+    for args in (
+        ("--key", "ssn"),  # against the redact list already set
+        ("--redact", "email", "--key", "email", "--key", "customer_id"),
+    ):
+        refused = cli("deployments", "policy", "iris-prod", *args, token=admin)
+        assert refused.returncode == 2, refused
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith("error:") and "both redacted and a business key" in line
+        assert cli.ok("deployments", "policy", "iris-prod", token=admin) == before
+    shown = json.loads(cli.ok("deployments", "policy", "iris-prod", "--key", "customer_id",
+                              token=admin))  # fmt: skip
+    assert shown["inference"]["keys"] == ["customer_id"]
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -708,6 +708,14 @@ def _check_inference(policy: InferencePolicy) -> dict[str, Any]:
         raise InvalidInput(f"inference must be an InferencePolicy, got {type(policy).__name__}")
     if not 0.0 <= policy.sample_rate <= 1.0:
         raise InvalidInput("inference.sample_rate must be between 0 and 1")
+    # A business key is copied raw into every prediction record, whatever the payload mode:
+    # a field that is also redacted would appear there in clear.
+    for field in policy.keys:
+        if field in policy.redact:
+            raise InvalidInput(
+                f"field {field!r} is both redacted and a business key; a business key is"
+                " recorded in clear, so drop it from the keys or from the redacted fields"
+            )
     return _to_json(policy, "inference policy")
 
 
