@@ -229,6 +229,75 @@ def test_commands_that_change_the_registry_act_as_the_tokens_holder(
     assert added["action"] == "alert_rule.added" and added["actor"].startswith("local:")
 
 
+GOVERNANCE_READS = [
+    ("readiness", "iris@1"),
+    ("readiness", "iris-prod"),
+    ("deployments", "policy", "iris-prod"),
+    ("approvals", "policy", "iris"),
+    ("approvals", "list"),
+    ("approvals", "show", "1"),
+    ("audit", "query"),
+    ("audit", "verify"),
+    ("tokens", "list"),
+    ("users", "list"),
+]
+
+
+def test_commands_that_read_governance_data_refuse_an_invalid_or_expired_token(
+    tmp_path: Path, store_url: str, model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without SLIPWAY_TOKEN they run as the local login; with one, it must be valid."""
+    import datetime as dt
+
+    from slipway.governance.identities import create_user, issue_token
+    from slipway.registry.store import SqlStore
+
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    cli.ok("models", "register", "iris", str(model_file))
+    cli.ok("deploy", "iris-prod", "iris@1")
+    cli.ok("approvals", "request", "iris-prod", "iris@1", token=admin)
+    ten_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    with SqlStore(store_url, clock=lambda: ten_days_ago) as past:
+        create_user(past, "old", "admin", actor="test")
+        expired = issue_token(past, "old", expires_in=dt.timedelta(days=1), actor="test").token
+    unknown = "slw_" + "A" * 43
+    for command in GOVERNANCE_READS:
+        for token in (unknown, expired):
+            refused = cli(*command, token=token)
+            assert refused.returncode == 8, (command, refused)
+            (line,) = refused.stderr.strip().splitlines()
+            assert line.startswith("error:") and refused.stdout == "", (command, refused)
+        assert cli(*command, token=admin).returncode != 8, command
+        assert cli(*command).returncode != 8, command
+
+
+def test_a_field_both_redacted_and_a_business_key_is_refused(
+    tmp_path: Path, store_url: str, model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A business key is copied raw into every record: naming a redacted field as one would
+    undo the redaction."""
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    cli.ok("models", "register", "iris", str(model_file))
+    cli.ok("deploy", "iris-prod", "iris@1")
+    cli.ok("deployments", "policy", "iris-prod", "--audit-payload", "redact", "--redact", "ssn",
+           token=admin)  # fmt: skip
+    before = cli.ok("deployments", "policy", "iris-prod", token=admin)
+    for args in (
+        ("--key", "ssn"),  # against the redact list already set
+        ("--redact", "email", "--key", "email", "--key", "customer_id"),
+    ):
+        refused = cli("deployments", "policy", "iris-prod", *args, token=admin)
+        assert refused.returncode == 2, refused
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith("error:") and "both redacted and a business key" in line
+        assert cli.ok("deployments", "policy", "iris-prod", token=admin) == before
+    shown = json.loads(cli.ok("deployments", "policy", "iris-prod", "--key", "customer_id",
+                              token=admin))  # fmt: skip
+    assert shown["inference"]["keys"] == ["customer_id"]
+
+
 @pytest.mark.parametrize(
     "args",
     [

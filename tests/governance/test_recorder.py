@@ -271,3 +271,13 @@ def test_fail_closed_server_answers_503_when_the_queue_is_full(gov_registry, can
         response = http.post("/v2/models/cancer-prod/infer", json=v2_body(cancer[0][:1]))
         assert response.status_code == 503 and "audit" in response.json()["error"]
     server.app.store.close()
+
+
+def test_a_policy_that_redacts_a_business_key_is_a_400(client, gov_server) -> None:
+    admin = client("admin")
+    policy = {"inference": {"payload": "redact", "redact": ["ssn"], "keys": ["ssn"]}}
+    refused = admin.patch("/api/deployments/cancer-prod/policy", json=policy)
+    assert refused.status_code == 400, refused.text
+    assert "'ssn' is both redacted and a business key" in refused.json()["error"]
+    stored = gov_server.app.store.get_deployment("cancer-prod").inference
+    assert stored.keys == [] and stored.redact == []

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from slipway.errors import InvalidInput, UnsupportedFormat
+from slipway.errors import InvalidInput, UnsupportedFormat, VersionConflict
 from slipway.importers.triton import (
     import_repository,
+    import_repository_model,
     list_versions,
     parse_pbtxt,
     sample_from_config,
@@ -69,6 +70,40 @@ def test_a_repository_with_one_bad_version_imports_nothing(settings, repository)
     with Registry(settings) as registry:
         with pytest.raises(UnsupportedFormat, match="model.onnx is not a valid ONNX model"):
             import_repository(registry.store, registry.artifacts, repository)
+        assert registry.store.list_models() == []
+
+
+def test_a_database_failure_part_way_through_the_record_step_records_nothing(settings, repository):
+    """The versions are recorded in one transaction: when the database refuses the last one
+    (here a trigger on plain's version, recorded after both of iris's), none stays recorded."""
+    with Registry(settings) as registry:
+        with registry.store.engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_plain BEFORE INSERT ON versions"
+                " WHEN NEW.model_id = (SELECT id FROM models WHERE name = 'plain')"
+                " BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"
+            )
+        with pytest.raises(VersionConflict):  # the database's refusal, whatever its cause
+            import_repository(registry.store, registry.artifacts, repository)
+        assert registry.store.list_models() == []
+        assert registry.store.events() == []
+        with registry.store.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TRIGGER refuse_plain")
+        imported = import_repository(registry.store, registry.artifacts, repository)
+        assert [v.ref for v in imported["iris"]] == ["iris@1", "iris@2"]  # numbered as if first
+        assert [v.ref for v in imported["plain"]] == ["plain@1"]
+
+
+def test_one_models_versions_are_recorded_in_one_transaction(settings, repository):
+    """import_repository_model: one transaction for all of the model's versions too."""
+    with Registry(settings) as registry:
+        with registry.store.engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_second BEFORE INSERT ON versions WHEN NEW.number = 2"
+                " BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"
+            )
+        with pytest.raises(VersionConflict):
+            import_repository_model(registry.store, registry.artifacts, repository / "iris")
         assert registry.store.list_models() == []
 
 

@@ -144,6 +144,30 @@ def postprocess(outputs):
     assert not out.exists() and list(tmp_path.glob(".never*")) == []
 
 
+def test_a_bundle_the_registry_cannot_record_is_not_left_behind(
+    tmp_path: Path, source_home: Path
+) -> None:
+    """The version.packaged event is written after the rename; when the database refuses it,
+    the bundle goes too, so no bundle exists that the registry does not know of."""
+    from sqlalchemy.exc import IntegrityError
+
+    home = tmp_path / "home"
+    shutil.copytree(source_home, home)  # the shared registry keeps no trigger
+    out = tmp_path / "iris-2"
+    with Registry(settings_for(home)) as registry:
+        with registry.store.engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_packaged BEFORE INSERT ON events"
+                " WHEN NEW.kind = 'version.packaged'"
+                " BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"
+            )
+        before = registry.store.events("iris@2")
+        with pytest.raises(IntegrityError, match="the disk is full"):
+            write_bundle(registry.store, registry.artifacts, "iris", 2, out, registry.settings)
+        assert not out.exists() and list(tmp_path.glob(".iris-2*")) == []
+        assert registry.store.events("iris@2") == before
+
+
 def test_an_existing_output_directory_is_not_overwritten(
     bundle: tuple[Path, BundleManifest], source_home: Path
 ) -> None:

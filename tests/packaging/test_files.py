@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import subprocess
 import sys
 from decimal import Decimal
@@ -80,6 +82,51 @@ def test_dockerignore_admits_only_what_the_image_copies(
     plain = (bundle[0] / ".dockerignore").read_text().splitlines()
     assert plain[1] == "*" and "!bundle.json" in plain and "!handler/handler.py" not in plain
     assert "!handler/handler.py" in (handler_bundle[0] / ".dockerignore").read_text()
+
+
+def healthcheck(dockerfile: str) -> list[str]:
+    """The HEALTHCHECK's command as Docker runs it: exec form as is, shell form through sh."""
+    lines = dockerfile.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("HEALTHCHECK"))
+    instruction = lines[start]
+    while instruction.endswith("\\"):
+        start += 1
+        instruction = instruction[:-1] + lines[start]
+    command = instruction.split(" CMD ", 1)[1].strip()
+    if command.startswith("["):
+        argv: list[str] = json.loads(command)
+        return argv
+    return ["/bin/sh", "-c", command]
+
+
+def test_the_healthcheck_probes_the_port_the_server_listens_on(tmp_path: Path) -> None:
+    """``docker run -e SLIPWAY_PORT=...`` moves the server; the health check must follow it."""
+    from slipway.server import BackgroundServer
+
+    from ..serving.conftest import make_settings
+
+    bin_dir = tmp_path / "bin"  # the image's `python` is its virtual environment's
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nothing = closed.getsockname()[1]
+    with BackgroundServer(make_settings(tmp_path / "home")) as server:
+        listening = server.port
+
+        def probe(built_for: int, **env: str) -> int:
+            text = render_dockerfile(
+                python="3.11", wheel="w/x.whl", port=built_for, hashed=True, handler=False,
+                drain_s=15,
+            )  # fmt: skip
+            environ = {"PATH": f"{bin_dir}:/usr/bin:/bin", **env}
+            done = subprocess.run(healthcheck(text), env=environ, capture_output=True, timeout=30)
+            return done.returncode
+
+        assert probe(8000, SLIPWAY_PORT=str(listening)) == 0  # moved at docker run
+        assert probe(listening) == 0  # the port the image was built with
+        assert probe(listening, SLIPWAY_PORT=str(nothing)) != 0  # it can fail
+    server.app.store.close()
 
 
 def test_handler_is_copied_into_the_image() -> None:

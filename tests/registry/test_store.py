@@ -19,6 +19,7 @@ from slipway.errors import (
 from slipway.registry.records import (
     BatchingConfig,
     CategoricalProfile,
+    NewVersion,
     NumericProfile,
     Profile,
     VersionMeta,
@@ -286,6 +287,34 @@ def test_deployments_are_per_model(store: SqlStore) -> None:
     assert store.deployments_state() == (("a-fraud", 1), ("b-churn", 1))
 
 
+def test_several_versions_are_recorded_all_or_none(store: SqlStore) -> None:
+    _register(store, "fraud")
+
+    def new(model: str, **kwargs: object) -> NewVersion:
+        fields: dict = {"format": "onnx", "digest": DIGEST, "size": 10, "signature": SIGNATURE}
+        return NewVersion(model=model, **{**fields, **kwargs})
+
+    failing = [
+        pytest.param([new("churn"), new("fraud", number=1), new("churn")], VersionConflict,
+                     id="number-taken"),
+        pytest.param([new("churn"), new("churn", number=1)], VersionConflict, id="clash-in-batch"),
+        pytest.param([new("churn"), new("fraud", digest="x")], InvalidInput, id="bad-digest"),
+        pytest.param([new("churn"), new("bad/name")], InvalidName, id="bad-name"),
+    ]  # fmt: skip
+    for case in failing:
+        batch, error = case.values
+        with pytest.raises(error):
+            store.register_versions(batch, actor="importer")
+        assert [m.name for m in store.list_models()] == ["fraud"], case.id
+        assert [e.subject for e in store.events()] == ["fraud@1"], case.id
+    recorded = store.register_versions(
+        [new("churn"), new("fraud"), new("churn", number=7)], actor="importer"
+    )
+    assert [v.ref for v in recorded] == ["churn@1", "fraud@2", "churn@7"]
+    assert [e.subject for e in store.events()] == ["churn@7", "fraud@2", "churn@1", "fraud@1"]
+    assert store.register_versions([]) == []
+
+
 def test_events_newest_first_with_limit(store: SqlStore) -> None:
     for _ in range(5):
         _register(store)
@@ -296,6 +325,19 @@ def test_events_newest_first_with_limit(store: SqlStore) -> None:
     assert store.events("nothing") == []
     with pytest.raises(InvalidInput):
         store.events(limit=0)
+
+
+def test_events_filtered_by_kind_reach_past_newer_events_of_other_kinds(store: SqlStore) -> None:
+    _register(store)
+    store.create_deployment("churn-prod", "churn", 1)
+    for _ in range(3):
+        _register(store)
+    assert [e.kind for e in store.events(limit=2)] == ["version.registered"] * 2
+    (created,) = store.events(kinds=("deployment.created", "deployment.deleted"), limit=2)
+    assert created.subject == "deployment:churn-prod"
+    assert [e.subject for e in store.events("churn@2", kinds=["version.registered"])] == ["churn@2"]
+    assert store.events("churn@2", kinds=["deployment.created"]) == []
+    assert len(store.events(kinds=["version.registered"], limit=None)) == 4  # all of them
 
 
 def test_unsupported_url() -> None:

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from slipway.cli import app
+from slipway.errors import InvalidInput
 from slipway.local import Registry
 from slipway.rollout.state import RolloutStore
 
@@ -117,3 +118,14 @@ def test_a_deployment_that_does_not_exist_is_named_as_such(cli: CliRunner, args)
     done = cli.invoke(app, args)
     assert done.exit_code != 0
     assert "deployment 'ghost' not found" in str(done.exception)
+
+
+def test_a_routing_key_or_header_rule_with_a_line_break_is_refused(
+    cli: CliRunner, registry: Registry
+) -> None:
+    for extra in (["--routing-key", "x-user\r\nx-evil"], ["--rule", "x-tier=beta\n:candidate"]):
+        done = cli.invoke(app, ["rollout", "start", "cancer-prod", "2", "--strategy", "ab", *extra])
+        assert isinstance(done.exception, InvalidInput), done.output  # exit code 2
+        assert "control characters" in str(done.exception)
+        assert "\n" not in str(done.exception)
+    assert registry.store.get_deployment("cancer-prod").traffic is None

@@ -103,6 +103,32 @@ def test_a_rule_names_a_header_or_a_field() -> None:
         check_config(RolloutConfig(strategy="ab", routing_key="X-User", routing_field="user"))
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(
+            RolloutConfig(strategy="ab", routing_key="X-User\r\nX-Evil: 1"), id="key-crlf"
+        ),
+        pytest.param(RolloutConfig(strategy="ab", routing_field="user\n"), id="field-lf"),
+        pytest.param(RolloutConfig(strategy="shadow", segment_header="seg\x00"), id="segment-nul"),
+        pytest.param(
+            RolloutConfig(strategy="ab", rules=[RoutingRule(header="X-Tier", equals="beta\r\n")]),
+            id="header-value-crlf",
+        ),
+        pytest.param(
+            RolloutConfig(strategy="ab", rules=[RoutingRule(header="X-\x7fTier", equals="b")]),
+            id="header-del",
+        ),
+    ],
+)
+def test_routing_names_and_header_values_with_control_characters_are_refused(
+    config: RolloutConfig,
+) -> None:
+    with pytest.raises(InvalidInput, match="control characters") as refused:
+        check_config(config)
+    assert "\n" not in str(refused.value)  # one line: the value is shown escaped
+
+
 def test_candidate_and_shadow_are_kept_loaded() -> None:
     assert versions_to_load(deployment(TrafficPolicy("canary", 1, candidate=3, weight=5))) == [3]
     assert versions_to_load(deployment(TrafficPolicy("shadow", 1, shadow=4))) == [4]

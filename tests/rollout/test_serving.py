@@ -297,6 +297,23 @@ def test_ab_routes_on_a_request_field_on_both_rest_protocols(registry: Registry,
         server.stop()
 
 
+def test_a_header_rule_or_routing_key_with_a_line_break_is_a_400(registry: Registry) -> None:
+    server, _ = start_server(registry)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            body = {"version": 2, "strategy": "ab", "weight": 50}
+            for extra in (
+                {"routing_key": "x-user\r\nx-evil"},
+                {"rules": [{"header": "x-tier", "equals": "beta\r\n", "arm": "candidate"}]},
+            ):
+                refused = http.post("/api/deployments/cancer-prod/rollout", json={**body, **extra})
+                assert refused.status_code == 400, refused.text
+                assert "control characters" in refused.json()["error"]
+            assert registry.store.get_deployment("cancer-prod").traffic is None
+    finally:
+        server.stop()
+
+
 def test_routing_on_a_field_refuses_a_deeply_nested_body_with_400(
     registry: Registry, cancer
 ) -> None:

@@ -162,6 +162,18 @@ def test_form_posts_need_the_sessions_csrf_token_and_own_origin(session, ui_serv
     assert "Rollout paused." in http.get(ok.headers["location"]).text  # the one-time message
 
 
+def test_the_start_form_refuses_a_routing_key_with_a_line_break(session, ui_server) -> None:
+    http = session("deployer")
+    csrf = csrf_of(http.get("/ui/deployments/cancer-prod/rollout").text)
+    form = {"csrf": csrf, "version": "2", "strategy": "ab", "routing_key": "x-user\r\nx-evil"}
+    refused = http.post(
+        "/ui/deployments/cancer-prod/rollout", data=form, headers={"origin": ui_server.url}
+    )
+    assert refused.status_code == 400, refused.text
+    assert "control characters" in refused.text
+    assert ui_server.app.store.get_deployment("cancer-prod").traffic is None
+
+
 def test_viewer_sees_no_controls_and_a_crafted_post_gets_403(session, ui_server) -> None:
     store = ui_server.app.store
     actions.start(store, "cancer-prod", 2, RolloutConfig(steps=[50.0], interval_s=600))
@@ -247,6 +259,21 @@ def test_pages_render_for_an_admin(session, ui_server) -> None:
         response = http.get(path)
         assert response.status_code == status, path
         assert 'id="error"' in response.text
+
+
+def test_the_version_page_finds_where_it_served_behind_many_newer_events(
+    session, ui_server
+) -> None:
+    from slipway.registry.records import BatchingConfig
+
+    store = ui_server.app.store
+    store.create_deployment("cancer-staging", "cancer", 2)
+    for n in range(1001):  # unrelated changes, all newer than cancer@1 going live
+        store.update_deployment("cancer-staging", batching=BatchingConfig(max_batch_size=2 + n % 2))
+    page = session("viewer").get("/ui/models/cancer/versions/1")
+    assert page.status_code == 200, page.text[:500]
+    assert "never deployed" not in page.text
+    assert re.search(r"<td>cancer-prod</td><td>started serving</td>", page.text), page.text
 
 
 def test_with_auth_off_pages_open_but_forms_still_need_csrf_and_origin(

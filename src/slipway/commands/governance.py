@@ -239,7 +239,6 @@ def deployment_policy(
     """Show or change a deployment's policy: production, inference access, audit payloads."""
     with open_registry() as registry:
         store = registry.store
-        current = store.get_deployment(deployment)
         changes: dict[str, Any] = {}
         for field, value in [
             ("anonymous", anonymous),
@@ -250,8 +249,10 @@ def deployment_policy(
         ]:
             if value is not None:
                 changes[field] = value
-        if changes or production is not None:
-            actor = caller(store, Role.ADMIN).name
+        changing = bool(changes) or production is not None
+        actor = caller(store, Role.ADMIN if changing else Role.VIEWER).name
+        current = store.get_deployment(deployment)
+        if changing:
             try:
                 inference = msgspec.convert(
                     {**msgspec.to_builtins(current.inference), **changes},
@@ -402,15 +403,17 @@ def approvals_policy(
     """Show or set a model's approval policy (setting it needs admin)."""
     with open_registry() as registry:
         store = registry.store
+        changing = from_file is not None or any(
+            option is not None for option in (approvals_needed, require_validation, check)
+        )
+        actor = caller(store, Role.ADMIN if changing else Role.VIEWER).name
         policy = approvals.get_policy(store, model)
         if from_file is not None:
             from slipway.validation.policy import load_policy
 
             declared = load_policy(from_file).approval_policy()
-            actor = caller(store, Role.ADMIN).name
             policy = approvals.set_policy(store, model, declared, actor=actor)
-        elif approvals_needed is not None or require_validation is not None or check is not None:
-            actor = caller(store, Role.ADMIN).name
+        elif changing:
             policy = approvals.set_policy(
                 store,
                 model,

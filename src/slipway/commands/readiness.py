@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from slipway import errors
-from slipway.commands.common import console, open_registry
+from slipway.commands.common import caller, console, open_registry
 
 if TYPE_CHECKING:
     from slipway.readiness.report import ReadinessReport
@@ -42,12 +42,14 @@ def readiness(
     1 when a required item fails, so it can gate a CI pipeline."""
     import msgspec
 
+    from slipway.governance.roles import Role
     from slipway.readiness import ReadinessPolicy, evaluate_deployment, evaluate_version
     from slipway.readiness.policy import load_policy
     from slipway.registry.names import parse_ref
 
     rules = load_policy(policy) if policy is not None else ReadinessPolicy()
     with open_registry() as registry:
+        caller(registry.store, Role.VIEWER)  # an invalid SLIPWAY_TOKEN is refused (exit 8)
         if "@" in target:
             model, number = parse_ref(target)
             report = evaluate_version(

@@ -217,15 +217,16 @@ def import_repository_model(
 
     ``model`` defaults to the folder's name. TorchScript versions need ``sample`` rows, or
     inputs declared in config.pbtxt (zero rows of those shapes then give the signature).
-    Every version is stored and read before any is recorded: one that fails records none.
+    Every version is stored and read before any is recorded, and all are recorded in one
+    transaction: one that fails records none.
     """
     from slipway.registry.names import check_name
-    from slipway.registry.registration import record_model
+    from slipway.registry.registration import record_models
 
     name = model or Path(model_dir).name
     check_name("model", name)
     stored = _store_repository_model(artifacts, Path(model_dir), sample)
-    return [record_model(store, name, version, actor=actor) for version in stored]
+    return record_models(store, [(name, version) for version in stored], actor=actor)
 
 
 def _store_repository_model(
@@ -261,7 +262,8 @@ def import_repository(
     sample: np.ndarray | None = None,
     actor: str | None = None,
 ) -> dict[str, list[VersionRecord]]:
-    """Register every model of a repository folder (each sub-folder with version folders)."""
+    """Register every model of a repository folder (each sub-folder with version folders), all
+    or none."""
     repository = Path(repository)
     if not repository.is_dir():
         raise InvalidInput(f"{repository} is not a directory")
@@ -273,13 +275,15 @@ def import_repository(
     if not models:
         raise InvalidInput(f"{repository} holds no model folders with numbered versions")
     from slipway.registry.names import check_name
-    from slipway.registry.registration import record_model
+    from slipway.registry.registration import record_models
 
     for path in models:
         check_name("model", path.name)
-    # Every model's versions stored and read first: one that fails records nothing.
+    # Every model's versions stored and read first, then all recorded in one transaction: one
+    # that fails, in either step, records nothing.
     stored = {path.name: _store_repository_model(artifacts, path, sample) for path in models}
-    return {
-        name: [record_model(store, name, version, actor=actor) for version in versions]
-        for name, versions in stored.items()
-    }
+    batch = [(name, version) for name, versions in stored.items() for version in versions]
+    imported: dict[str, list[VersionRecord]] = {name: [] for name in stored}
+    for record in record_models(store, batch, actor=actor):
+        imported[record.model].append(record)
+    return imported

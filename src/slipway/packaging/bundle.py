@@ -1,9 +1,11 @@
 """Writing a bundle: ``slipway package MODEL@VERSION --out DIR``.
 
 The bundle is assembled in a temporary directory beside ``out`` and renamed into place at the
-end, so ``out`` is either complete or absent. Steps: verify the artifact against its digest;
-import the handler and run its tests; build slipway's wheel; resolve the serving lock; write the
-manifest, Dockerfile, ``.dockerignore``, Kubernetes manifests and README.
+end, so ``out`` is either complete or absent; when its ``version.packaged`` event cannot be
+recorded, it is removed again, so no bundle exists that the registry does not know of.
+Steps: verify the artifact against its digest; import the handler and run its tests; build
+slipway's wheel; resolve the serving lock; write the manifest, Dockerfile, ``.dockerignore``,
+Kubernetes manifests and README.
 """
 
 from __future__ import annotations
@@ -199,8 +201,14 @@ def write_bundle(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    # The registry remembers the bundle (and what its files say) for `slipway readiness`.
-    record_bundle(store, out, manifest, actor=actor)
+    # The registry remembers the bundle (and what its files say) for `slipway readiness`. The
+    # facts are read from the bundle in place, so the record comes after the rename; a bundle
+    # the registry could not record is removed rather than left without its record.
+    try:
+        record_bundle(store, out, manifest, actor=actor)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     return manifest
 
 

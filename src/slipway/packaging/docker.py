@@ -29,10 +29,11 @@ def render_dockerfile(
     whose slipway wheel is ``wheel`` (a path inside the bundle)."""
     require_hashes = " --require-hashes" if hashed else ""
     builder = f"python:{python}" if compiles else f"python:{python}-slim"
-    # urlopen raises on any non-2xx answer, so the probe exits non-zero while not ready.
+    # urlopen raises on any non-2xx answer, so the probe exits non-zero while not ready. It
+    # reads SLIPWAY_PORT as the server does, so `docker run -e SLIPWAY_PORT=...` moves both.
     probe = (
-        "import urllib.request; urllib.request.urlopen("
-        f"'http://127.0.0.1:{port}/v2/health/ready', timeout=2)"
+        "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:'"
+        f" + (os.environ.get('SLIPWAY_PORT') or '{port}') + '/v2/health/ready', timeout=2)"
     )
     handler_copy = f"COPY handler/handler.py {BUNDLE_ROOT}/handler/handler.py\n" if handler else ""
     return f"""\

@@ -63,6 +63,21 @@ class VersionMeta(msgspec.Struct, frozen=True):
     tags: dict[str, str] = {}
 
 
+class NewVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """A version to record (:meth:`SqlStore.register_versions`): its artifact is in the artifact
+    store under ``digest`` already. ``number`` None takes the model's next number."""
+
+    model: str
+    format: str
+    digest: str
+    size: int
+    signature: Signature
+    meta: VersionMeta = VersionMeta()
+    profile: Profile | None = None
+    model_description: str = ""  # when the model is created by this version
+    number: int | None = None
+
+
 class ModelRecord(msgspec.Struct, frozen=True):
     name: str
     description: str

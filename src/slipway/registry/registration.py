@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 from slipway.errors import UnsupportedFormat
 from slipway.registry.artifacts import ArtifactStore, Check
 from slipway.registry.profile import build_profile
-from slipway.registry.records import Profile, Signature, VersionMeta, VersionRecord
+from slipway.registry.records import NewVersion, Profile, Signature, VersionMeta, VersionRecord
 from slipway.registry.store import SqlStore, check_meta
 from slipway.runtimes.trust import is_pickle_file
 
@@ -50,14 +51,28 @@ def record_model(
     store: SqlStore, model: str, stored: StoredModel, *, actor: str | None = None
 ) -> VersionRecord:
     """Record ``stored`` as the next version of ``model``."""
-    return store.register_version(
-        model,
-        format=stored.format,
-        digest=stored.digest,
-        size=stored.size,
-        signature=stored.signature,
-        meta=stored.meta,
-        profile=stored.profile,
+    (record,) = record_models(store, [(model, stored)], actor=actor)
+    return record
+
+
+def record_models(
+    store: SqlStore, batch: Sequence[tuple[str, StoredModel]], *, actor: str | None = None
+) -> list[VersionRecord]:
+    """Record each ``(model, stored)`` as the next version of its model, in order, in one
+    transaction: all of them or, when the database refuses one, none."""
+    return store.register_versions(
+        [
+            NewVersion(
+                model=model,
+                format=stored.format,
+                digest=stored.digest,
+                size=stored.size,
+                signature=stored.signature,
+                meta=stored.meta,
+                profile=stored.profile,
+            )
+            for model, stored in batch
+        ],
         actor=actor,
     )
 

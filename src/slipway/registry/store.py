@@ -47,6 +47,7 @@ from slipway.registry.records import (
     EventRecord,
     InferencePolicy,
     ModelRecord,
+    NewVersion,
     Profile,
     Signature,
     TrafficPolicy,
@@ -127,67 +128,112 @@ class SqlStore:
         keeps its version number); VersionConflict when it is taken.
         The artifact must already be in the artifact store under ``digest``.
         """
-        check_name("model", model)
-        if number is not None:
-            check_version(number)
-        if not isinstance(format, str) or not format or len(format) > 32:
-            raise InvalidInput(f"invalid model format {format!r}: expected e.g. 'onnx'")
-        if not isinstance(digest, str) or len(digest) != 64 or not _HEX.issuperset(digest):
-            raise InvalidInput(f"invalid digest {digest!r}: expected 64 lowercase hex characters")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise InvalidInput(f"invalid artifact size {size!r}")
-        check_meta(meta)
-        signature_json = _to_json(signature, "signature")
-        meta_json = _to_json(meta, "metadata")
-        profile_json = None if profile is None else _to_json(profile, "reference profile")
+        new = NewVersion(
+            model=model,
+            format=format,
+            digest=digest,
+            size=size,
+            signature=signature,
+            meta=meta,
+            profile=profile,
+            model_description=model_description,
+            number=number,
+        )
+        (record,) = self.register_versions([new], actor=actor)
+        return record
 
+    def register_versions(
+        self, versions: Sequence[NewVersion], *, actor: str | None = None
+    ) -> list[VersionRecord]:
+        """Record several versions, in order, in one transaction: all of them or none (an
+        import of many versions that fails part-way leaves nothing to renumber). Each is
+        numbered as :meth:`register_version` numbers one."""
+        checked = [(new, *_check_new_version(new)) for new in versions]
+        if not checked:
+            return []
+        # Models are locked in one order, so two batches over the same models cannot deadlock.
+        descriptions: dict[str, str] = {}
+        for new in versions:
+            descriptions.setdefault(new.model, new.model_description)
         for attempt in range(_REGISTER_ATTEMPTS):
             try:
                 with self._write() as session:
                     now = self._now()
-                    row = self._lock_model(session, model, create=(model_description, now))
-                    latest = session.scalar(
-                        select(func.max(VersionRow.number)).where(VersionRow.model_id == row.id)
-                    )
-                    version = VersionRow(
-                        model_id=row.id,
-                        number=(latest or 0) + 1 if number is None else number,
-                        format=format,
-                        digest=digest,
-                        size=size,
-                        signature=signature_json,
-                        meta=meta_json,
-                        profile=profile_json,
-                        created_at=now,
-                        created_by=actor,
-                    )
-                    session.add(version)
-                    session.flush()
-                    record = _version_record(model, version)
-                    self._event(
-                        session,
-                        "version.registered",
-                        record.ref,
-                        actor,
-                        {
-                            "model": model,
-                            "number": record.number,
-                            "format": format,
-                            "digest": digest,
-                            "size": size,
-                        },
-                    )
-                return record
+                    model_ids = {
+                        model: self._lock_model(
+                            session, model, create=(descriptions[model], now)
+                        ).id
+                        for model in sorted(descriptions)
+                    }
+                    return [
+                        self._add_version(session, model_ids[new.model], new, jsons, now, actor)
+                        for new, *jsons in checked
+                    ]
             except IntegrityError:
-                if number is not None:
-                    raise VersionConflict(f"{model}@{number} is already registered") from None
-                # Safety net only: the model lock / write transaction should make this unreachable.
+                # Safety net only: the model lock / write transaction should make this
+                # unreachable (a number asked for is checked before its insert, and a race on
+                # it is found taken on the next attempt).
                 if attempt == _REGISTER_ATTEMPTS - 1:
+                    models = ", ".join(repr(m) for m in sorted(descriptions))
                     raise VersionConflict(
-                        f"could not allocate a version number for model {model!r} after"
+                        f"could not allocate a version number for model {models} after"
                         f" {_REGISTER_ATTEMPTS} attempts; retry the registration"
                     ) from None
         raise AssertionError("unreachable")
+
+    def _add_version(
+        self,
+        session: Session,
+        model_id: int,
+        new: NewVersion,
+        jsons: list[dict[str, Any] | None],
+        now: dt.datetime,
+        actor: str | None,
+    ) -> VersionRecord:
+        signature_json, meta_json, profile_json = jsons
+        if new.number is None:
+            latest = session.scalar(
+                select(func.max(VersionRow.number)).where(VersionRow.model_id == model_id)
+            )
+            number = (latest or 0) + 1
+        else:
+            taken = session.scalar(
+                select(VersionRow.id).where(
+                    VersionRow.model_id == model_id, VersionRow.number == new.number
+                )
+            )
+            if taken is not None:
+                raise VersionConflict(f"{new.model}@{new.number} is already registered")
+            number = new.number
+        version = VersionRow(
+            model_id=model_id,
+            number=number,
+            format=new.format,
+            digest=new.digest,
+            size=new.size,
+            signature=signature_json,
+            meta=meta_json,
+            profile=profile_json,
+            created_at=now,
+            created_by=actor,
+        )
+        session.add(version)
+        session.flush()
+        record = _version_record(new.model, version)
+        self._event(
+            session,
+            "version.registered",
+            record.ref,
+            actor,
+            {
+                "model": new.model,
+                "number": record.number,
+                "format": new.format,
+                "digest": new.digest,
+                "size": new.size,
+            },
+        )
+        return record
 
     def get_model(self, name: str) -> ModelRecord:
         """The model called ``name``, with its latest version number. Raises ModelNotFound."""
@@ -480,14 +526,30 @@ class SqlStore:
 
     # -- events --------------------------------------------------------------------------------
 
-    def events(self, subject: str | None = None, limit: int = 100) -> list[EventRecord]:
-        """The newest ``limit`` events, newest first; only those about ``subject`` (e.g.
-        ``"churn@3"``, ``"deployment:churn-prod"``) when given."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+    def events(
+        self,
+        subject: str | None = None,
+        limit: int | None = 100,
+        *,
+        kinds: Sequence[str] | None = None,
+    ) -> list[EventRecord]:
+        """The newest ``limit`` events (all of them with None), newest first; only those about
+        ``subject`` (e.g. ``"churn@3"``, ``"deployment:churn-prod"``) and only those of
+        ``kinds`` (e.g. ``("deployment.created",)``) when given.
+
+        Filter here rather than on the result: on a busy registry the newest ``limit`` events
+        may hold none of the kind wanted."""
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
             raise InvalidInput(f"limit must be a positive integer, got {limit!r}")
-        query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+        query = select(EventRow).order_by(EventRow.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
         if subject is not None:
             query = query.where(EventRow.subject == subject)
+        if kinds is not None:
+            query = query.where(EventRow.kind.in_(list(kinds)))
         with self._read() as session:
             return [
                 EventRecord(
@@ -687,11 +749,44 @@ def _to_json(value: msgspec.Struct, what: str) -> dict[str, Any]:
     return data
 
 
+def _check_new_version(
+    new: NewVersion,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """Refuse what a version may not be (InvalidInput); its signature, metadata and profile
+    as the JSON the store keeps."""
+    if not isinstance(new, NewVersion):
+        raise InvalidInput(f"a new version must be a NewVersion, got {type(new).__name__}")
+    check_name("model", new.model)
+    if new.number is not None:
+        check_version(new.number)
+    if not isinstance(new.format, str) or not new.format or len(new.format) > 32:
+        raise InvalidInput(f"invalid model format {new.format!r}: expected e.g. 'onnx'")
+    digest = new.digest
+    if not isinstance(digest, str) or len(digest) != 64 or not _HEX.issuperset(digest):
+        raise InvalidInput(f"invalid digest {digest!r}: expected 64 lowercase hex characters")
+    if isinstance(new.size, bool) or not isinstance(new.size, int) or new.size < 0:
+        raise InvalidInput(f"invalid artifact size {new.size!r}")
+    check_meta(new.meta)
+    return (
+        _to_json(new.signature, "signature"),
+        _to_json(new.meta, "metadata"),
+        None if new.profile is None else _to_json(new.profile, "reference profile"),
+    )
+
+
 def _check_inference(policy: InferencePolicy) -> dict[str, Any]:
     if not isinstance(policy, InferencePolicy):
         raise InvalidInput(f"inference must be an InferencePolicy, got {type(policy).__name__}")
     if not 0.0 <= policy.sample_rate <= 1.0:
         raise InvalidInput("inference.sample_rate must be between 0 and 1")
+    # A business key is copied raw into every prediction record, whatever the payload mode:
+    # a field that is also redacted would appear there in clear.
+    for field in policy.keys:
+        if field in policy.redact:
+            raise InvalidInput(
+                f"field {field!r} is both redacted and a business key; a business key is"
+                " recorded in clear, so drop it from the keys or from the redacted fields"
+            )
     return _to_json(policy, "inference policy")
 
 

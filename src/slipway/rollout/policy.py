@@ -7,6 +7,7 @@ latest :class:`~slipway.rollout.analysis.Analysis` and applies the :class:`Decis
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 
 import msgspec
 
@@ -85,15 +86,30 @@ def check_config(config: RolloutConfig) -> None:
             raise InvalidInput("min_shadow_samples must be at least 1")
     if config.routing_key and config.routing_field:
         raise InvalidInput("give routing_key (a header) or routing_field, not both")
+    for name in ("routing_key", "routing_field", "segment_header"):
+        _check_printable(getattr(config, name), name)
     for rule in config.rules:
         if (rule.header is None) == (rule.field is None):
             raise InvalidInput("a routing rule matches either a header or a field")
+        _check_printable(rule.header, "a rule's header")
+        _check_printable(rule.field, "a rule's field")
+        if rule.header is not None:  # no HTTP header value holds one: the rule could never match
+            _check_printable(rule.equals, f"the value of the rule on header {rule.header!r}")
         if rule.arm not in ("stable", "candidate"):
             raise InvalidInput(f"rule arm must be 'stable' or 'candidate', got {rule.arm!r}")
     for name in ("min_samples", "min_output_samples", "min_input_samples", "min_feedback"):
         # A check on no samples is no evidence (and the output one cannot compute on none).
         if getattr(config.gates, name) < 1:
             raise InvalidInput(f"gates.{name} must be at least 1")
+
+
+def _check_printable(text: str | None, what: str) -> None:
+    # A CR or LF in a header name or value could never match a request, and would otherwise
+    # travel into events, logs and pages that are read one line at a time.
+    if text is not None and any(unicodedata.category(c) == "Cc" for c in text):
+        raise InvalidInput(
+            f"{what} must not contain control characters (CR, LF, tab, ...), got {text!r}"
+        )
 
 
 def initial_weight(config: RolloutConfig) -> float:

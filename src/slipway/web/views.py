@@ -126,9 +126,8 @@ def version_page(app: SlipwayApp, model: str, number: int) -> dict[str, Any]:
     version = store.get_version(model, number)
     reports = approvals.list_reports(store, model, number)
     history = []
-    for event in reversed(store.events(None, 1000)):  # oldest first
-        if event.kind not in _SERVING_KINDS:
-            continue
+    # Every deployment change of these kinds, however many newer events of others there are.
+    for event in reversed(store.events(kinds=_SERVING_KINDS, limit=None)):  # oldest first
         data = event.data if isinstance(event.data, dict) else {}
         before, after = data.get("before") or {}, data.get("after") or {}
         deployment = event.subject.removeprefix("deployment:")
