@@ -271,3 +271,21 @@ def test_fail_closed_server_answers_503_when_the_queue_is_full(gov_registry, can
         response = http.post("/v2/models/cancer-prod/infer", json=v2_body(cancer[0][:1]))
         assert response.status_code == 503 and "audit" in response.json()["error"]
     server.app.store.close()
+
+
+def test_a_request_id_with_a_nul_is_recorded_and_holds_up_no_other_record(
+    store: SqlStore,
+) -> None:
+    """PostgreSQL text cannot hold NUL: a V2 id with one must not fail its batch, which the
+    writer would put back and retry for ever, recording nothing more."""
+    recorder = PredictionRecorder(store, lambda name: Deployment(InferencePolicy()))
+    nul = REQUEST.replace(b'"req-1"', b'"req\\u0000-1"')
+    recorder.record("churn-prod", 1, "ok", 0.01, nul, RESPONSE)
+    recorder.record("churn-prod", 1, "ok", 0.01, REQUEST, RESPONSE)
+    asyncio.run(recorder.flush())
+    assert recorder.queued == 0
+    records = audit.query(store, kind="prediction")
+    assert [r.request_id for r in records] == ["req\ufffd-1", "req-1"]
+    (found,) = audit.query(store, request_id="req\x00-1")  # found by the id the client sent
+    assert found.seq == records[0].seq
+    assert audit.verify(store).ok

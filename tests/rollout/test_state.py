@@ -501,3 +501,20 @@ def test_a_paused_bluegreen_hold_is_not_closed_by_the_controller(
     clock.advance(61)
     assert [d.action for _, d in controller.tick()] == ["promote"]
     assert RolloutStore(store).get(rollout.id).status == "promoted"
+
+
+def test_a_request_id_with_a_nul_is_stored_and_its_feedback_joins_it(store: SqlStore) -> None:
+    """PostgreSQL text cannot hold NUL: the served id is stored (not the whole flush lost), and
+    feedback posted with the id the client sent joins it."""
+    rollout = actions.start(store, "d", 2, RolloutConfig(strategy="ab", routing_key="x-user"))
+    collector = EvidenceCollector(rng=random.Random(1))
+    collector.observe(rollout.id, 2, False, 0.01, None, "r\x00-1")
+    collector.observe(rollout.id, 1, False, 0.01, None, "r-2")
+    state = RolloutStore(store)
+    state.add_windows("replica-1", *collector.drain())
+    state.add_feedback("r\x00-1", {"converted": 1.0})
+    state.add_feedback("r-2", {"converted": 0.0})
+    assert state.feedback_by_version(rollout.id) == {
+        1: {"converted": [0.0]},
+        2: {"converted": [1.0]},
+    }
