@@ -3,6 +3,7 @@
 Databases: ``sqlite_url`` (a file in ``tmp_path``), ``pg_url`` (the PostgreSQL server, once per
 session), ``pg_fresh_url`` (a new, empty database on it for one test, dropped afterwards) and
 ``store_url``, which runs a test once per backend (ids ``sqlite`` and ``postgres``).
+``pg_outage`` takes the ``pg_fresh_url`` database down and brings it back.
 
 PostgreSQL comes from ``SLIPWAY_TEST_PG_URL`` or else ``scripts/postgres.sh``. Without one, the
 postgres tests are skipped with a loud line; set ``SLIPWAY_TEST_PG_REQUIRED=1`` (CI) to make that
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -87,6 +88,30 @@ def pg_fresh_url(pg_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(_conninfo(pg_url), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_outage(pg_url: str, pg_fresh_url: str) -> Iterator[Callable[[bool], None]]:
+    """``pg_outage(True)``: the ``pg_fresh_url`` database drops every connection and refuses new
+    ones, as a database that went down; ``pg_outage(False)``: it is back (also at teardown)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = make_url(pg_fresh_url).database
+
+    def outage(down: bool) -> None:
+        with psycopg.connect(_conninfo(pg_url), autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not down).lower()}')
+            if down:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+
+    try:
+        yield outage
+    finally:
+        outage(False)
 
 
 @pytest.fixture(

@@ -536,6 +536,8 @@ def main() -> None:
     cannot be used) into a one-line reason and an exit code."""
     try:
         app()
+    except errors.RegistryUnavailable as exc:  # the driver's reason: this is the operator
+        _fail(f"{exc.message} ({exc.reason})", exit_code_for(exc))
     except errors.SlipwayError as exc:
         _fail(exc.message, exit_code_for(exc))
     except Exception as exc:

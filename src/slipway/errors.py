@@ -26,6 +26,7 @@
     ├── ArtifactCorrupt
     ├── ConversionMismatch
     ├── SchemaTooNew
+    ├── RegistryUnavailable
     ├── ModelNotReady
     ├── Overloaded
     ├── DeadlineExceeded
@@ -212,6 +213,21 @@ class SchemaTooNew(SlipwayError):
         super().__init__(
             f"the registry database is at schema revision {found}, newer than this Slipway knows"
             f" ({known}); upgrade Slipway instead of using an older release on it"
+        )
+
+
+class RegistryUnavailable(SlipwayError):
+    """The registry database cannot be reached right now (503 with ``Retry-After``).
+
+    ``reason`` is the driver's own words, for logs and the operator's terminal; the message,
+    which a server sends to its clients, names no host, port or database.
+    """
+
+    def __init__(self, reason: str, retry_after_s: float = 1.0) -> None:
+        self.reason, self.retry_after_s = reason, retry_after_s
+        super().__init__(
+            "the registry database cannot be reached; retry shortly, and check that it is"
+            " running and that SLIPWAY_DATABASE_URL points at it"
         )
 
 

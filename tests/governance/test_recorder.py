@@ -281,3 +281,21 @@ def test_a_policy_that_redacts_a_business_key_is_a_400(client, gov_server) -> No
     assert "'ssn' is both redacted and a business key" in refused.json()["error"]
     stored = gov_server.app.store.get_deployment("cancer-prod").inference
     assert stored.keys == [] and stored.redact == []
+
+
+def test_a_request_id_with_a_nul_is_recorded_and_holds_up_no_other_record(
+    store: SqlStore,
+) -> None:
+    """PostgreSQL text cannot hold NUL: a V2 id with one must not fail its batch, which the
+    writer would put back and retry for ever, recording nothing more."""
+    recorder = PredictionRecorder(store, lambda name: Deployment(InferencePolicy()))
+    nul = REQUEST.replace(b'"req-1"', b'"req\\u0000-1"')
+    recorder.record("churn-prod", 1, "ok", 0.01, nul, RESPONSE)
+    recorder.record("churn-prod", 1, "ok", 0.01, REQUEST, RESPONSE)
+    asyncio.run(recorder.flush())
+    assert recorder.queued == 0
+    records = audit.query(store, kind="prediction")
+    assert [r.request_id for r in records] == ["req\ufffd-1", "req-1"]
+    (found,) = audit.query(store, request_id="req\x00-1")  # found by the id the client sent
+    assert found.seq == records[0].seq
+    assert audit.verify(store).ok

@@ -216,3 +216,25 @@ def test_auth_off_on_loopback_still_refuses_drive_by_requests(tmp_path, gov_regi
         )
         assert response.status_code == 415
     server.app.store.close()
+
+
+def test_text_with_a_nul_is_never_a_500(client, gov_settings) -> None:
+    """PostgreSQL text cannot hold NUL: a filter or field with one is a JSON 400 there (SQLite
+    holds it), never a 500, and the server serves on."""
+    postgres = gov_settings.database_url.startswith("postgresql")
+    admin = client("admin")
+    calls = [
+        ("GET", "/api/events", {"params": {"subject": "deployment:x\x00"}}, 200),
+        ("GET", "/api/alerts", {"params": {"deployment": "cancer-prod\x00"}}, 200),
+        ("POST", "/api/tokens", {"json": {"user": "viewer", "description": "ci\x00"}}, 201),
+        ("POST", "/api/approvals",
+         {"json": {"deployment": "cancer-prod", "model": "cancer", "comment": "ok\x00"}}, 201),
+    ]  # fmt: skip
+    for method, path, kwargs, ok in calls:
+        answer = admin.request(method, path, **kwargs)
+        assert answer.status_code == (400 if postgres else ok), (path, answer.text)
+        if postgres:
+            assert "NUL" in answer.json()["error"]
+    # A request id is stored with U+FFFD for the NUL, and found by the id as sent.
+    assert admin.get("/api/audit", params={"request_id": "r\x00"}).json() == []
+    assert admin.get("/api/models").status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from slipway.errors import AlertRuleNotFound, InvalidInput
@@ -58,3 +59,31 @@ def test_the_alerts_open_at_the_last_stop_are_each_pairs_latest_firing_event(
         assert [(e.rule, e.deployment, e.state, e.at) for e in open_] == [
             ("p95", "b", "firing", 1_700_000_001.0), ("errors", "a", "firing", 1_700_000_004.0),
         ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        pytest.param({"severity": "s" * 17}, "severity", id="long-severity"),
+        pytest.param({"severity": "warn\x00"}, "severity", id="nul-in-severity"),
+        pytest.param({"name": "p\x0095"}, "name", id="nul-in-name"),
+    ],
+)
+def test_a_rule_whose_events_the_database_could_not_hold_is_refused(
+    store_url: str, changes: dict[str, str], match: str
+) -> None:
+    """Events carry the rule's name and severity (VARCHAR(64), VARCHAR(16)). PostgreSQL refused
+    a longer severity or a NUL when the rule fired, and with it every event of that evaluation,
+    other rules' included; SQLite stored them. Both now refuse such a rule when it is added."""
+    with SqlStore(store_url) as store:
+        alerts = AlertStore(store)
+        rule = AlertRule(name="p95", kind="latency_p95", threshold=0.2, for_s=0, deployment="d")
+        with pytest.raises(InvalidInput, match=match):
+            alerts.add_rule(msgspec.structs.replace(rule, **changes))
+        assert alerts.list_rules() == []
+        longest = msgspec.structs.replace(rule, severity="s" * 16)
+        alerts.add_rule(longest)
+        _, firing = step(longest, None, 0.5, now=1_700_000_000.0, deployment="d")
+        assert firing is not None
+        alerts.add_events([firing])
+        assert [e.severity for e in alerts.list_events()] == ["s" * 16]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -402,3 +403,53 @@ def test_metadata_that_cannot_be_stored_is_refused_before_the_artifact(
         assert registry.store.list_models() == []
         stored = registry.artifacts.root / "sha256"
         assert not stored.exists() or not any(stored.rglob("*"))
+
+
+def test_text_postgresql_cannot_hold_is_invalid_input(store: SqlStore) -> None:
+    _register(store)
+    store.create_deployment("churn-prod", "churn", 1)
+    if store.engine.dialect.name == "sqlite":  # SQLite holds NUL: a filter just matches nothing
+        assert store.events("churn@1\x00") == []
+        return
+    with pytest.raises(InvalidInput, match=r"NUL \(\\x00\)") as caught:
+        store.events("churn@1\x00")
+    assert "psycopg" not in caught.value.message and "SQL" not in caught.value.message
+    assert [e.subject for e in store.events()][0] == "deployment:churn-prod"  # still usable
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        pytest.param(dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5))), id="year-1"),
+        pytest.param(
+            dt.datetime(9999, 12, 31, 23, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+            id="year-9999",
+        ),
+    ],
+)
+def test_a_time_with_no_utc_equivalent_is_invalid_input(store: SqlStore, at: dt.datetime) -> None:
+    _register(store)
+    store.create_deployment("churn-prod", "churn", 1)
+    with pytest.raises(InvalidInput, match="out of range"):
+        store.deployment_version_at("churn-prod", at)
+
+
+@pytest.mark.postgres
+def test_a_database_that_goes_away_is_registry_unavailable_until_it_is_back(
+    pg_fresh_url: str, pg_outage: Callable[[bool], None]
+) -> None:
+    from slipway.errors import RegistryUnavailable
+
+    with SqlStore(pg_fresh_url) as store:
+        _register(store)
+        pg_outage(True)
+        with pytest.raises(RegistryUnavailable) as caught:
+            store.list_models()
+        message = caught.value.message
+        assert "psycopg" not in message and "127.0.0.1" not in message
+        assert "SLIPWAY_DATABASE_URL" in message and caught.value.retry_after_s > 0
+        with pytest.raises(RegistryUnavailable):  # a write too
+            _register(store)
+        pg_outage(False)
+        assert [m.latest_version for m in store.list_models()] == [1]
+        assert _register(store) == 2

@@ -13,16 +13,18 @@ import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from slipway.local import Registry
+from slipway.server import BackgroundServer
 from slipway.settings import Settings
 
-from .conftest import ServeProcess, wait_for
+from ..auth import admin_headers
+from .conftest import ServeProcess, make_settings, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.postgres]
 
@@ -201,3 +203,34 @@ def test_kill_one_of_three_under_load(replicas: list[ServeProcess], cancer) -> N
         if sent > killed + 1 and s != 200
     ]
     assert set(after) == {200}, failed_after
+
+
+def test_a_registry_outage_is_a_503_while_inference_goes_on(
+    tmp_path: Path, pg_fresh_url: str, pg_outage: Callable[[bool], None], cancer, cancer_models
+) -> None:
+    x, _ = cancer
+    settings = make_settings(tmp_path / "home", database_url=pg_fresh_url)
+    with Registry(settings) as registry:
+        registry.register_sklearn("cancer", cancer_models[0], x)
+        registry.store.create_deployment("cancer-prod", "cancer", 1)
+    rows = {"instances": x[:1].tolist()}
+    with (
+        BackgroundServer(settings) as server,
+        httpx.Client(base_url=server.url, timeout=30, headers=admin_headers(settings)) as http,
+    ):
+        assert http.get("/api/models").status_code == 200
+        pg_outage(True)
+        for method, path in [("GET", "/api/models"), ("GET", "/api/events"),
+                             ("PATCH", "/api/deployments/cancer-prod")]:  # fmt: skip
+            answer = http.request(method, path, json={"version": 1} if method == "PATCH" else None)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.headers["retry-after"] == "1"
+            error = answer.json()["error"]
+            assert "registry database" in error and "127.0.0.1" not in error
+        # The data plane serves from what it loaded: the outage is not the models' problem.
+        assert http.post("/predict/cancer-prod", json=rows).status_code == 200
+        assert http.get("/v2/health/ready").status_code == 200
+        pg_outage(False)
+        wait_for(lambda: http.get("/api/models").status_code == 200, what="the registry back")
+        assert http.patch("/api/deployments/cancer-prod", json={"version": 1}).status_code == 200
+    server.app.store.close()

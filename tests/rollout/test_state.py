@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -501,3 +504,42 @@ def test_a_paused_bluegreen_hold_is_not_closed_by_the_controller(
     clock.advance(61)
     assert [d.action for _, d in controller.tick()] == ["promote"]
     assert RolloutStore(store).get(rollout.id).status == "promoted"
+
+
+def test_a_request_id_with_a_nul_is_stored_and_its_feedback_joins_it(store: SqlStore) -> None:
+    """PostgreSQL text cannot hold NUL: the served id is stored (not the whole flush lost), and
+    feedback posted with the id the client sent joins it."""
+    rollout = actions.start(store, "d", 2, RolloutConfig(strategy="ab", routing_key="x-user"))
+    collector = EvidenceCollector(rng=random.Random(1))
+    collector.observe(rollout.id, 2, False, 0.01, None, "r\x00-1")
+    collector.observe(rollout.id, 1, False, 0.01, None, "r-2")
+    state = RolloutStore(store)
+    state.add_windows("replica-1", *collector.drain())
+    state.add_feedback("r\x00-1", {"converted": 1.0})
+    state.add_feedback("r-2", {"converted": 0.0})
+    assert state.feedback_by_version(rollout.id) == {
+        1: {"converted": [0.0]},
+        2: {"converted": [1.0]},
+    }
+
+
+def test_a_replica_on_a_long_host_name_stores_its_evidence(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica names itself after its host (a Kubernetes pod name runs to 63 characters):
+    its name must fit rollout_windows.replica, or PostgreSQL refuses every flush and the
+    rollout never gets the evidence to advance."""
+    from slipway.registry.artifacts import ArtifactStore
+    from slipway.serving.repository import ModelRepository
+    from slipway.serving.rollouts import RolloutPlane
+    from slipway.settings import Settings
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "churn-serving-" + "x" * 50)
+    settings = Settings.from_env({"SLIPWAY_HOME": str(tmp_path / "home")})
+    repository = ModelRepository(store, ArtifactStore(tmp_path / "artifacts"))
+    plane = RolloutPlane(store, repository, settings)
+    rollout = actions.start(store, "d", 2, RolloutConfig(steps=[10], interval_s=0, gates=GATES))
+    plane.collector.observe(rollout.id, 2, False, 0.01, None, "r-1")
+    asyncio.run(plane.flush())
+    assert [version for version, _ in RolloutStore(store).windows(rollout.id)] == [2]
+    assert plane.replica.startswith("churn-serving-x")

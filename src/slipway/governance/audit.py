@@ -27,7 +27,7 @@ from slipway.errors import AuditChainBroken, InvalidInput
 from slipway.governance.sessions import event, now, reading, writing
 from slipway.registry.audit import GENESIS, AuditEntry, chain_hash, head, lock_head
 from slipway.registry.db import AuditPurgeRow, AuditRecordRow
-from slipway.registry.names import check_name
+from slipway.registry.names import check_name, storable_request_id
 from slipway.registry.store import SqlStore
 
 _PAGE = 2000
@@ -193,7 +193,7 @@ def iter_records(
         return  # nothing follows the largest sequence number (and comparing past it overflows)
     conditions = []
     if request_id is not None:
-        conditions.append(AuditRecordRow.request_id == request_id)
+        conditions.append(AuditRecordRow.request_id == storable_request_id(request_id))
     if deployment is not None:
         conditions.append(AuditRecordRow.deployment == deployment)
     if since is not None:

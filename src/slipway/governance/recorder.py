@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from slipway.errors import InvalidInput, Overloaded
 from slipway.governance.sessions import writing
 from slipway.registry.audit import AuditEntry, SqliteRow, append, canonical_json, sqlite_rows
+from slipway.registry.names import storable_request_id
 from slipway.registry.records import DeploymentRecord, InferencePolicy
 from slipway.registry.store import SqlStore
 
@@ -312,7 +313,7 @@ class PredictionRecorder:
             subject=f"deployment:{deployment}",
             actor=actor,
             deployment=deployment,
-            request_id=request_id[:128],
+            request_id=storable_request_id(request_id),
             data=canonical_json(data),
         )
 

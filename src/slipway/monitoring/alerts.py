@@ -94,8 +94,15 @@ class AlertEvent(msgspec.Struct, frozen=True):
 
 def validate_rule(rule: AlertRule) -> AlertRule:
     """The rule, or ``InvalidInput`` saying what is wrong with it."""
-    if not rule.name or len(rule.name) > 64:
-        raise InvalidInput("an alert rule needs a name of 1-64 characters")
+    # The limits of the alert_events columns: an event that cannot be stored would fail every
+    # event of its evaluation (PostgreSQL enforces them; SQLite does not).
+    if not rule.name or len(rule.name) > 64 or not rule.name.isprintable():
+        raise InvalidInput("an alert rule needs a name of 1-64 printable characters")
+    if len(rule.severity) > 16 or not rule.severity.isprintable():
+        raise InvalidInput(
+            f"alert rule {rule.name!r}: severity must be at most 16 printable characters,"
+            " e.g. warning or critical"
+        )
     if not math.isfinite(rule.threshold):
         raise InvalidInput(f"alert rule {rule.name!r}: threshold must be a finite number")
     if rule.for_s < 0 or rule.window_s <= 0:

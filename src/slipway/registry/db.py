@@ -30,13 +30,21 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.engine import URL, Connection, Dialect, Engine, create_engine, make_url
+from sqlalchemy.engine import (
+    URL,
+    Connection,
+    Dialect,
+    Engine,
+    ExceptionContext,
+    create_engine,
+    make_url,
+)
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlalchemy.types import TypeDecorator
 
-from slipway.errors import InvalidInput
+from slipway.errors import InvalidInput, RegistryUnavailable, SlipwayError
 
 _BUSY_TIMEOUT_S = 30
 
@@ -70,7 +78,13 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             return None
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value!r}: pass a timezone-aware UTC datetime")
-        value = value.astimezone(dt.UTC)
+        try:
+            value = value.astimezone(dt.UTC)
+        except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+            raise InvalidInput(
+                f"time {value.isoformat()} is out of range: in UTC it falls before year 1 or"
+                " after year 9999"
+            ) from None
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(
@@ -352,11 +366,45 @@ def make_engine(url: str) -> Engine:
     if backend in ("postgresql", "postgres"):
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(parsed, pool_pre_ping=True)
+        event.listen(engine, "handle_error", _translate_error)
+        return engine
     raise InvalidInput(
         f"unsupported database URL {parsed.render_as_string()!r}: use sqlite:///PATH"
         " or postgresql+psycopg://USER@HOST/DB"
     )
+
+
+# What PostgreSQL refuses about a value, by SQLSTATE (class 22, data exception).
+_DATA_ERRORS = {
+    "22001": "a text value is longer than the registry stores",
+    "22003": "a number is out of the range the registry stores",
+    "22008": "a date or time is out of the range the registry stores",
+}
+
+
+def _translate_error(context: ExceptionContext) -> None:
+    """Translate the database's errors that are not bugs into Slipway's, at this boundary: a
+    value the database cannot hold is InvalidInput (400), a database that cannot be reached is
+    RegistryUnavailable (503). Messages carry no driver text (docs/security.md)."""
+    original = context.original_exception
+    if isinstance(original, SlipwayError):  # raised by a bind processor (UtcDateTime)
+        raise original
+    if context.is_pre_ping or context.dialect.name != "postgresql":
+        return  # the pool's liveness check handles its own failures
+    import psycopg
+
+    if isinstance(original, psycopg.DataError):
+        if original.sqlstate is None and "NUL" in str(original):  # refused by psycopg itself
+            message = "text may not contain NUL (\\x00) characters"
+        else:
+            message = _DATA_ERRORS.get(
+                original.sqlstate or "", "a value cannot be stored in the registry database"
+            )
+        raise InvalidInput(f"{message}; correct the value and retry") from original
+    if isinstance(original, psycopg.OperationalError) or context.is_disconnect:
+        reason = str(original).strip().splitlines()[0] if str(original).strip() else "no reason"
+        raise RegistryUnavailable(reason) from original
 
 
 def _sqlite_engine(url: URL) -> Engine:
@@ -371,6 +419,7 @@ def _sqlite_engine(url: URL) -> Engine:
     elif not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, **options)
+    event.listen(engine, "handle_error", _translate_error)
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine

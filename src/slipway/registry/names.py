@@ -16,6 +16,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _NUMBER = re.compile(r"[1-9][0-9]{0,9}")
 MAX_VERSION = 2**31 - 1  # versions.number is a 32-bit integer column
 MAX_ID = 2**31 - 1  # row ids (promotion requests, tokens) are 32-bit integer columns too
+MAX_REQUEST_ID = 128  # the request_id columns (audit records, served requests, feedback)
 
 
 def check_name(kind: str, name: str) -> str:
@@ -35,6 +36,13 @@ def check_version(number: object) -> int:
             f"version must be a whole number from 1 to {MAX_VERSION}, got {number!r}"
         )
     return number
+
+
+def storable_request_id(request_id: str) -> str:
+    """A client's request id as every backend can store it: NUL, which PostgreSQL text cannot
+    hold, becomes U+FFFD, and the id is cut to ``MAX_REQUEST_ID`` characters. Writers and
+    lookups of request ids both go through this, so the id a client sent finds its records."""
+    return request_id.replace("\x00", "\ufffd")[:MAX_REQUEST_ID]
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

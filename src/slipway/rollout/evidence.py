@@ -17,6 +17,7 @@ import msgspec
 import numpy as np
 
 from slipway.monitoring.windows import feature_columns
+from slipway.registry.names import storable_request_id
 from slipway.registry.records import NumericProfile, Profile
 from slipway.rollout.analysis import LATENCY_EDGES_S, ArmStats, latency_bucket
 from slipway.rollout.shadow import ShadowStats
@@ -106,7 +107,7 @@ class EvidenceCollector:
                 self._schedule(window)
         if request_id is not None:
             if len(self._served) < self.max_request_ids:
-                self._served.append((request_id[:128], rollout_id, version))
+                self._served.append((storable_request_id(request_id), rollout_id, version))
             else:
                 self.dropped_request_ids += 1
 

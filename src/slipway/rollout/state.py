@@ -41,7 +41,12 @@ from slipway.registry.db import (
     ServedRequestRow,
     VersionRow,
 )
-from slipway.registry.names import check_name, check_version
+from slipway.registry.names import (
+    MAX_REQUEST_ID,
+    check_name,
+    check_version,
+    storable_request_id,
+)
 from slipway.registry.promotions import require_approved_candidate
 from slipway.registry.records import TrafficPolicy
 from slipway.registry.store import SqlStore
@@ -55,8 +60,6 @@ from slipway.rollout.policy import (
     holding,
     initial_weight,
 )
-
-MAX_REQUEST_ID = 128
 
 
 class RolloutStore:
@@ -372,7 +375,12 @@ class RolloutStore:
             raise InvalidInput(f"request_id must be 1-{MAX_REQUEST_ID} characters")
         with self._write() as session:
             session.add(
-                FeedbackRow(request_id=request_id, values=values, at=self.now(), actor=actor)
+                FeedbackRow(
+                    request_id=storable_request_id(request_id),
+                    values=values,
+                    at=self.now(),
+                    actor=actor,
+                )
             )
 
     def feedback_by_version(

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from slipway import __version__
-from slipway.errors import NotFound, SlipwayError
+from slipway.errors import NotFound, RegistryUnavailable, SlipwayError
 from slipway.monitoring.metrics import ServingMetrics
 from slipway.registry.artifacts import ArtifactStore
 from slipway.registry.store import SqlStore
@@ -194,6 +194,8 @@ class SlipwayApp:
             except ClientDisconnected:
                 return
             except SlipwayError as exc:
+                if isinstance(exc, RegistryUnavailable):  # the client is told less than the log
+                    log.warning("registry unavailable on %s: %s", scope["path"], exc.reason)
                 await self._send_error(send, exc)
             except Exception:
                 log.exception("unhandled error on %s %s", scope["method"], scope["path"])

@@ -18,6 +18,7 @@ STATUS: list[tuple[type[errors.SlipwayError], int]] = [
     (errors.PromotionBlocked, 409),
     (errors.ConversionMismatch, 422),
     (errors.ModelNotReady, 503),
+    (errors.RegistryUnavailable, 503),
     (errors.Overloaded, 503),
     (errors.DeadlineExceeded, 504),
     (errors.ArtifactCorrupt, 500),

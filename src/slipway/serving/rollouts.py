@@ -66,7 +66,11 @@ class RolloutPlane:
         self.repository = repository
         self.settings = settings
         self.rng = rng or random.Random()
-        self.replica = replica or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        # At most 40 + 1 + 7 + 1 + 6 characters: rollout_windows.replica holds 64, and a host
+        # name (a Kubernetes pod's) may hold 63 alone.
+        self.replica = replica or (
+            f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+        )
         self.rollouts = RolloutStore(store)
         self.collector = EvidenceCollector(
             max_samples=settings.evidence_max_samples,
