@@ -292,3 +292,21 @@ def test_a_stage_that_raises_fails_with_the_reason_and_the_run_goes_on(registry,
     assert (check.name, check.verdict) == ("stage ran", "fail")
     assert "NaN" in check.detail, check.detail
     assert stages["integration"].passed
+
+
+def test_production_is_scored_on_its_own_input_names(
+    registry, estimators, split, holdout, serve, tmp_path
+):
+    # Production cancer@1 names its input "input" (register_sklearn); the candidate was
+    # exported elsewhere with skl2onnx's default name "X". Both take the holdout's columns.
+    from skl2onnx import to_onnx
+
+    path = tmp_path / "exported.onnx"
+    exported = to_onnx(estimators[0], split[0][:1], options={"zipmap": False}, target_opset=17)
+    path.write_bytes(exported.SerializeToString())
+    candidate = registry.register_onnx("cancer", path, reference=split[0])
+    assert [s.name for s in candidate.signature.inputs] == ["X"]
+    report = run(registry, candidate.number, holdout, serve, GATES)
+    assert report.passed, report.failed_required()
+    quality = {s.stage: s for s in report.stages}["quality"]
+    assert {c.name: c.verdict for c in quality.checks}["accuracy vs production"] == "pass"
