@@ -38,6 +38,10 @@ from slipway.settings import Settings
 _encoder = msgspec.json.Encoder()
 
 
+class MetadataHeader(VersionMeta, frozen=True, forbid_unknown_fields=True):
+    """The X-Slipway-Metadata header: a misspelt field is refused, not silently dropped."""
+
+
 class DeploymentCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     model: str
@@ -292,9 +296,10 @@ class ManagementApi:
         format = raw_format.decode("latin-1") if isinstance(raw_format, bytes) else raw_format
         raw_meta = header(request.scope, b"x-slipway-metadata")
         try:
-            meta = msgspec.json.decode(raw_meta, type=VersionMeta) if raw_meta else VersionMeta()
+            given = msgspec.json.decode(raw_meta, type=MetadataHeader) if raw_meta else None
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise InvalidInput(f"invalid X-Slipway-Metadata header: {exc}") from exc
+        meta = VersionMeta(**msgspec.structs.asdict(given)) if given else VersionMeta()
         raw_sample = header(request.scope, b"x-slipway-sample")
         sample = None
         if raw_sample:
