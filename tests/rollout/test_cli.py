@@ -117,3 +117,27 @@ def test_a_deployment_that_does_not_exist_is_named_as_such(cli: CliRunner, args)
     done = cli.invoke(app, args)
     assert done.exit_code != 0
     assert "deployment 'ghost' not found" in str(done.exception)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--interval", "nan"], id="interval-nan"),  # a step that never ends
+        pytest.param(["--interval", "inf"], id="interval-inf"),
+        pytest.param(["--strategy", "bluegreen", "--hold", "inf"], id="hold-inf"),
+    ],
+)
+def test_a_number_that_is_not_finite_is_refused(cli: CliRunner, registry: Registry, args) -> None:
+    done = cli.invoke(app, ["rollout", "start", "cancer-prod", "2", *args])
+    assert done.exit_code != 0 and "finite" in str(done.exception), done.output
+    assert RolloutStore(registry.store).active("cancer-prod") == []
+
+
+def test_a_policy_file_with_a_nan_gate_is_refused(
+    cli: CliRunner, registry: Registry, tmp_path
+) -> None:
+    policy = tmp_path / "promotion.yaml"
+    policy.write_text("canary:\n  steps: [10, 50]\n  gates: {max_output_psi: .nan}\n")
+    done = cli.invoke(app, ["rollout", "start", "cancer-prod", "2", "--policy", str(policy)])
+    assert done.exit_code != 0 and "gates.max_output_psi" in str(done.exception), done.output
+    assert RolloutStore(registry.store).active("cancer-prod") == []
