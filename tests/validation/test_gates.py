@@ -112,6 +112,9 @@ def test_reports_are_stored_on_the_version_and_attached_as_evidence(registry, ho
         pytest.param("performance: {sla: {error_rate: -1}}", "error_rate", id="error-rate"),
         pytest.param("shadow: {limit: 0}", "shadow.limit", id="no-requests"),
         pytest.param("shadow: {min_agreement: 1.5}", "min_agreement", id="agreement"),
+        # A NaN bound failed every candidate, whatever its score; infinity checks nothing.
+        pytest.param("quality: {accuracy: {min: .nan}}", "finite.*quality", id="nan-bound"),
+        pytest.param("quality: {rmse: {max_worse: .inf}}", "finite.*quality", id="inf-bound"),
     ],
 )
 def test_malformed_policies_are_refused_with_the_reason(text: str, message: str) -> None:
