@@ -32,7 +32,16 @@ from slipway.registry.records import (
 )
 from slipway.registry.store import SqlStore
 from slipway.serving.access import ServingAccess
-from slipway.serving.http import Receive, Scope, Send, header, query, read_body, send_bytes
+from slipway.serving.http import (
+    Receive,
+    Scope,
+    Send,
+    header,
+    method_not_allowed,
+    query,
+    read_body,
+    send_bytes,
+)
 from slipway.settings import Settings
 
 _encoder = msgspec.json.Encoder()
@@ -225,8 +234,8 @@ class ManagementApi:
             match = route.pattern.match(path)
             if match is None:
                 continue
-            if route.method != method:
-                allowed.append(route.method)
+            if route.method != method and not (method == "HEAD" and route.method == "GET"):
+                allowed.append(route.method)  # HEAD is answered like GET
                 continue
             principal = await self.authorize(scope, route)
             status, value = await route.handler(
@@ -235,13 +244,7 @@ class ManagementApi:
             await send_bytes(send, status, _encoder.encode(value))
             return
         if allowed:
-            await send_bytes(
-                send,
-                405,
-                _encoder.encode(
-                    {"error": f"method {method} not allowed; use {', '.join(allowed)}"}
-                ),
-            )
+            await method_not_allowed(send, method, ", ".join(dict.fromkeys(allowed)))
             return
         raise NotFound(f"no API route {path}; see /api/openapi.json")
 
