@@ -141,3 +141,12 @@ def test_a_policy_file_with_a_nan_gate_is_refused(
     done = cli.invoke(app, ["rollout", "start", "cancer-prod", "2", "--policy", str(policy)])
     assert done.exit_code != 0 and "gates.max_output_psi" in str(done.exception), done.output
     assert RolloutStore(registry.store).active("cancer-prod") == []
+
+
+def test_status_of_a_deployment_without_rollouts_says_how_to_start_one(cli: CliRunner) -> None:
+    done = cli.invoke(app, ["rollout", "status", "cancer-prod"])
+    assert done.exit_code != 0
+    message = str(done.exception)  # it pointed back at `slipway rollout status` itself
+    assert "no rollout on deployment 'cancer-prod'" in message
+    assert "slipway rollout start cancer-prod VERSION" in message
+    assert "rollout status" not in message
