@@ -11,7 +11,6 @@ governs the whole path from registry to production.
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 from typing import Annotated, Literal
 
