@@ -270,8 +270,10 @@ def test_deploy_changes_nothing_when_its_batching_is_refused(tmp_path, iris_onnx
 
     for size in ("-5", "0", "100000"):  # 100000: more than the queue holds
         refused = slipway(home, "deploy", "iris-prod", "iris@2", "--max-batch-size", size)
-        assert_one_line_error(refused, 2)
+        message = assert_one_line_error(refused, 2)
         assert deployed() == (1, 32, 2.0), size
+    # The queue's size is no flag of deploy: the refusal names it and where it comes from.
+    assert "100000" in message and "8192" in message and "SLIPWAY_MAX_QUEUE_ROWS" in message
     assert slipway(home, "deploy", "iris-prod", "iris@1", "--max-batch-size", "8").returncode == 0
     # One flag changes its own setting and keeps the other.
     moved = slipway(home, "deploy", "iris-prod", "iris@2", "--max-batch-delay-ms", "5")

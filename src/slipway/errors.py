@@ -82,9 +82,9 @@ class AlertRuleNotFound(NotFound):
 
 
 class RolloutNotFound(NotFound):
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, hint: str = "see `slipway rollout status DEPLOYMENT`") -> None:
         self.what = what
-        super().__init__(f"{what}; see `slipway rollout status DEPLOYMENT`")
+        super().__init__(f"{what}; {hint}")
 
 
 class InvalidInput(SlipwayError):

@@ -380,3 +380,20 @@ def test_a_malformed_checkpoint_is_refused_not_passed(
     done = cli("audit", "verify", "--checkpoint", str(path), token=admin)
     assert done.returncode == 2, done
     assert "is not one from `slipway audit checkpoint`" in done.stderr
+
+
+def test_approvals_show_prints_the_whole_diff_against_production(
+    tmp_path: Path, store_url: str, model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    cli.ok("models", "register", "iris", str(model_file), "--param", "C=1.0",
+           "--training-data", "s3://bucket/jan.parquet")  # fmt: skip
+    cli.ok("models", "register", "iris", str(model_file), "--param", "C=2.0",
+           "--training-data", "s3://bucket/feb.parquet")  # fmt: skip
+    cli.ok("deploy", "iris-prod", "iris@1")
+    cli.ok("approvals", "request", "iris-prod", "iris@2")
+    shown = cli.ok("approvals", "show", "1")
+    # What an approver must see changed: the hyperparameter, the training data.
+    assert re.search(r"C +│ 1\.0 → 2\.0", shown), shown
+    assert re.search(r"training data +│ changed", shown), shown
+    assert re.search(r"signature +│ unchanged", shown), shown

@@ -164,6 +164,15 @@ def test_rules_file(tmp_path: Path) -> None:
         alerts.load_rules(yaml)
 
 
+@pytest.mark.parametrize("line", ["for_s = nan", "window_s = inf", "for_s = inf"])
+def test_a_duration_that_is_not_finite_is_refused(tmp_path: Path, line: str) -> None:
+    # NaN passed every range check: the rule never fired and `monitor export` crashed on it.
+    path = tmp_path / "rules.toml"
+    path.write_text(f'[[rules]]\nname = "x"\nkind = "error_rate"\nthreshold = 0.1\n{line}\n')
+    with pytest.raises(InvalidInput, match="finite"):
+        alerts.load_rules(path)
+
+
 def test_webhook_is_retried_with_backoff_until_it_succeeds() -> None:
     waits: list[float] = []
 

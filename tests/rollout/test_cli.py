@@ -129,3 +129,36 @@ def test_a_routing_key_or_header_rule_with_a_line_break_is_refused(
         assert "control characters" in str(done.exception)
         assert "\n" not in str(done.exception)
     assert registry.store.get_deployment("cancer-prod").traffic is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--interval", "nan"], id="interval-nan"),  # a step that never ends
+        pytest.param(["--interval", "inf"], id="interval-inf"),
+        pytest.param(["--strategy", "bluegreen", "--hold", "inf"], id="hold-inf"),
+    ],
+)
+def test_a_number_that_is_not_finite_is_refused(cli: CliRunner, registry: Registry, args) -> None:
+    done = cli.invoke(app, ["rollout", "start", "cancer-prod", "2", *args])
+    assert done.exit_code != 0 and "finite" in str(done.exception), done.output
+    assert RolloutStore(registry.store).active("cancer-prod") == []
+
+
+def test_a_policy_file_with_a_nan_gate_is_refused(
+    cli: CliRunner, registry: Registry, tmp_path
+) -> None:
+    policy = tmp_path / "promotion.yaml"
+    policy.write_text("canary:\n  steps: [10, 50]\n  gates: {max_output_psi: .nan}\n")
+    done = cli.invoke(app, ["rollout", "start", "cancer-prod", "2", "--policy", str(policy)])
+    assert done.exit_code != 0 and "gates.max_output_psi" in str(done.exception), done.output
+    assert RolloutStore(registry.store).active("cancer-prod") == []
+
+
+def test_status_of_a_deployment_without_rollouts_says_how_to_start_one(cli: CliRunner) -> None:
+    done = cli.invoke(app, ["rollout", "status", "cancer-prod"])
+    assert done.exit_code != 0
+    message = str(done.exception)  # it pointed back at `slipway rollout status` itself
+    assert "no rollout on deployment 'cancer-prod'" in message
+    assert "slipway rollout start cancer-prod VERSION" in message
+    assert "rollout status" not in message

@@ -173,3 +173,17 @@ def test_sdk_register_sends_non_ascii_metadata_intact(
 def test_ready_is_false_when_the_server_cannot_be_reached() -> None:
     with Client("http://127.0.0.1:9", timeout=2) as client:
         assert client.ready() is False
+
+
+def test_a_misspelt_metadata_field_is_refused_not_dropped(
+    server, settings, tmp_path, iris_model
+) -> None:
+    estimator, x = iris_model
+    onnx_model = to_onnx(estimator, x[:1], options={id(estimator): {"zipmap": False}})
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(onnx_model.SerializeToString())
+    with Client(server.url, token=admin_token(settings)) as client:
+        with pytest.raises(ApiError) as refused:
+            client.register("iris", path, metric={"accuracy": 0.97})  # not "metrics"
+        assert refused.value.status == 400 and "metric" in str(refused.value)
+        assert all(m["name"] != "iris" for m in client.models())  # nothing registered

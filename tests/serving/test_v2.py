@@ -331,6 +331,16 @@ def test_bytes_data_must_be_strings(identity_server, value) -> None:
         pytest.param("GET", "/invocations", "POST", id="get-invocations"),
         pytest.param("GET", "/mlflow/cancer-prod/invocations", "POST", id="get-mlflow"),
         pytest.param("POST", "/ping", "GET", id="post-ping"),
+        # Health, metadata and metrics answered 200 (or 404) to any method.
+        pytest.param("POST", "/v2/health/live", "GET", id="post-live"),
+        pytest.param("DELETE", "/v2/health/ready", "GET", id="delete-ready"),
+        pytest.param("PUT", "/v2", "GET", id="put-server-metadata"),
+        pytest.param("POST", "/v2/openapi.json", "GET", id="post-openapi"),
+        pytest.param("POST", "/", "GET", id="post-root"),
+        pytest.param("POST", "/metrics", "GET", id="post-metrics"),
+        # The management API answered 405 without saying what is allowed.
+        pytest.param("DELETE", "/api/whoami", "GET", id="delete-whoami"),
+        pytest.param("PUT", "/api/models/cancer/versions", "GET, POST", id="put-versions"),
     ],
 )
 def test_wrong_method_on_an_inference_route_is_a_405(http, method, path, allowed) -> None:
@@ -342,10 +352,17 @@ def test_wrong_method_on_an_inference_route_is_a_405(http, method, path, allowed
 
 
 def test_head_is_answered_like_get(http) -> None:
-    for path in ("/v2/models/cancer-prod", "/v2/models/cancer-prod/versions/1/ready"):
+    for path in (
+        "/v2/models/cancer-prod",
+        "/v2/models/cancer-prod/versions/1/ready",
+        "/v2/health/live",
+        "/metrics",  # was a 404
+    ):
         response = http.head(path)
         assert response.status_code == 200, path
         assert response.content == b""
+    response = http.head("/api/whoami")  # a management GET route: was a 405
+    assert response.status_code == 200 and response.content == b""
 
 
 @pytest.mark.parametrize(

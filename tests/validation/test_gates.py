@@ -112,6 +112,9 @@ def test_reports_are_stored_on_the_version_and_attached_as_evidence(registry, ho
         pytest.param("performance: {sla: {error_rate: -1}}", "error_rate", id="error-rate"),
         pytest.param("shadow: {limit: 0}", "shadow.limit", id="no-requests"),
         pytest.param("shadow: {min_agreement: 1.5}", "min_agreement", id="agreement"),
+        # A NaN bound failed every candidate, whatever its score; infinity checks nothing.
+        pytest.param("quality: {accuracy: {min: .nan}}", "finite.*quality", id="nan-bound"),
+        pytest.param("quality: {rmse: {max_worse: .inf}}", "finite.*quality", id="inf-bound"),
     ],
 )
 def test_malformed_policies_are_refused_with_the_reason(text: str, message: str) -> None:
@@ -292,3 +295,21 @@ def test_a_stage_that_raises_fails_with_the_reason_and_the_run_goes_on(registry,
     assert (check.name, check.verdict) == ("stage ran", "fail")
     assert "NaN" in check.detail, check.detail
     assert stages["integration"].passed
+
+
+def test_production_is_scored_on_its_own_input_names(
+    registry, estimators, split, holdout, serve, tmp_path
+):
+    # Production cancer@1 names its input "input" (register_sklearn); the candidate was
+    # exported elsewhere with skl2onnx's default name "X". Both take the holdout's columns.
+    from skl2onnx import to_onnx
+
+    path = tmp_path / "exported.onnx"
+    exported = to_onnx(estimators[0], split[0][:1], options={"zipmap": False}, target_opset=17)
+    path.write_bytes(exported.SerializeToString())
+    candidate = registry.register_onnx("cancer", path, reference=split[0])
+    assert [s.name for s in candidate.signature.inputs] == ["X"]
+    report = run(registry, candidate.number, holdout, serve, GATES)
+    assert report.passed, report.failed_required()
+    quality = {s.stage: s for s in report.stages}["quality"]
+    assert {c.name: c.verdict for c in quality.checks}["accuracy vs production"] == "pass"

@@ -325,8 +325,18 @@ def approvals_show(
     table.add_row("unmet", "; ".join(evidence.get("unmet", [])) or "-")
     diff = evidence.get("diff", {})
     table.add_row("against", str(diff.get("against") or "nothing served yet"))
-    for name, change in diff.get("metrics", {}).items():
-        table.add_row(f"  {name}", f"{change['current']} → {change['candidate']}")
+    for name, change in [
+        *diff.get("metrics", {}).items(),
+        *diff.get("hyperparameters", {}).items(),
+    ]:
+        shown = ["-" if v is None else str(v) for v in (change["current"], change["candidate"])]
+        table.add_row(f"  {name}", " → ".join(shown))
+    for name, key in (
+        ("training data", "training_data_changed"),
+        ("signature", "signature_changed"),
+    ):
+        if key in diff:
+            table.add_row(f"  {name}", "changed" if diff[key] else "unchanged")
     for d in request.decisions:
         table.add_row(d.decision, f"{d.actor} at {_when(d.at)}: {d.comment or '-'}")
     console.print(table)

@@ -105,6 +105,8 @@ def validate_rule(rule: AlertRule) -> AlertRule:
         )
     if not math.isfinite(rule.threshold):
         raise InvalidInput(f"alert rule {rule.name!r}: threshold must be a finite number")
+    if not (math.isfinite(rule.for_s) and math.isfinite(rule.window_s)):
+        raise InvalidInput(f"alert rule {rule.name!r}: for_s and window_s must be finite numbers")
     if rule.for_s < 0 or rule.window_s <= 0:
         raise InvalidInput(f"alert rule {rule.name!r}: for_s must be >= 0 and window_s > 0")
     if rule.kind == "business_metric" and not rule.metric:

@@ -829,7 +829,11 @@ def _check_batching(batching: BatchingConfig) -> dict[str, Any]:
     if not math.isfinite(batching.max_batch_delay_ms) or batching.max_batch_delay_ms < 0:
         raise InvalidInput("batching.max_batch_delay_ms must be a finite number >= 0")
     if batching.max_queue_rows < batching.max_batch_size:
-        raise InvalidInput("batching.max_queue_rows must be at least max_batch_size")
+        raise InvalidInput(
+            f"batching.max_batch_size {batching.max_batch_size} is more than max_queue_rows"
+            f" {batching.max_queue_rows}, the rows a version's queue holds (new deployments take"
+            " SLIPWAY_MAX_QUEUE_ROWS); use a smaller batch or a larger queue"
+        )
     return _to_json(batching, "batching")
 
 

@@ -7,6 +7,7 @@ latest :class:`~slipway.rollout.analysis.Analysis` and applies the :class:`Decis
 from __future__ import annotations
 
 import datetime as dt
+import math
 import unicodedata
 
 import msgspec
@@ -71,6 +72,12 @@ def check_config(config: RolloutConfig) -> None:
         raise InvalidInput("weight must be at least 0 and below 100; use promote for 100%")
     if not 0 < config.shadow_fraction <= 1:
         raise InvalidInput("shadow_fraction must be in (0, 1]")
+    # NaN passes every range check below and stalls or fails the rollout; JSON cannot hold it.
+    numbers = {"interval_s": config.interval_s, "hold_s": config.hold_s}
+    numbers.update({f"gates.{f}": getattr(config.gates, f) for f in config.gates.__struct_fields__})
+    for name, value in numbers.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"{name} must be a finite number, got {value}")
     if config.interval_s < 0:
         raise InvalidInput("interval_s must be >= 0")
     if config.hold_s < 0:

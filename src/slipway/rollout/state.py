@@ -179,7 +179,10 @@ class RolloutStore:
                 return _record(row)
         if rows:
             return _record(rows[0])
-        raise RolloutNotFound(f"no rollout on deployment {deployment!r}")
+        raise RolloutNotFound(
+            f"no rollout on deployment {deployment!r} yet",
+            f"start one with `slipway rollout start {deployment} VERSION`",
+        )
 
     def active(self, deployment: str | None = None) -> list[RolloutRecord]:
         """Active rollouts, oldest first; on one deployment when given."""

@@ -52,6 +52,9 @@ GC_YOUNG_THRESHOLD = 20_000
 
 _NOT_FOUND = codec.encode_json({"error": "no such route; see /api/openapi.json and /v2"})
 _LIVE = codec.encode_json({"live": True})
+_V2_READ_ONLY = frozenset(
+    {"/v2/health/live", "/v2/health/ready", "/v2/openapi.json", "/v2", "/v2/"}
+)
 
 
 _CHALLENGE = (b"www-authenticate", b'Bearer realm="slipway"')
@@ -246,7 +249,9 @@ class SlipwayApp:
             return self.management.handle(scope, receive, send)
         if scoring_routes.handles(path):
             return scoring_routes.handle(self, scope, receive, send)
-        if path == "/metrics" and method == "GET":
+        if path in ("/metrics", "/") and method not in ("GET", "HEAD"):
+            return method_not_allowed(send, method, "GET")
+        if path == "/metrics":
             body, content_type = self.metrics.render(self.repository)
             return send_bytes(send, 200, body, [(b"content-type", content_type.encode())])
         if path == "/":
@@ -266,6 +271,8 @@ class SlipwayApp:
     def _v2(
         self, path: str, method: str, scope: Scope, receive: Receive, send: Send
     ) -> Awaitable[None]:
+        if path in _V2_READ_ONLY and method not in ("GET", "HEAD"):
+            return method_not_allowed(send, method, "GET")
         if path == "/v2/health/live":
             return send_bytes(send, 200, _LIVE)
         if path == "/v2/health/ready":

@@ -32,10 +32,23 @@ from slipway.registry.records import (
 )
 from slipway.registry.store import SqlStore
 from slipway.serving.access import ServingAccess
-from slipway.serving.http import Receive, Scope, Send, header, query, read_body, send_bytes
+from slipway.serving.http import (
+    Receive,
+    Scope,
+    Send,
+    header,
+    method_not_allowed,
+    query,
+    read_body,
+    send_bytes,
+)
 from slipway.settings import Settings
 
 _encoder = msgspec.json.Encoder()
+
+
+class MetadataHeader(VersionMeta, frozen=True, forbid_unknown_fields=True):
+    """The X-Slipway-Metadata header: a misspelt field is refused, not silently dropped."""
 
 
 class DeploymentCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -221,8 +234,8 @@ class ManagementApi:
             match = route.pattern.match(path)
             if match is None:
                 continue
-            if route.method != method:
-                allowed.append(route.method)
+            if route.method != method and not (method == "HEAD" and route.method == "GET"):
+                allowed.append(route.method)  # HEAD is answered like GET
                 continue
             principal = await self.authorize(scope, route)
             status, value = await route.handler(
@@ -231,13 +244,7 @@ class ManagementApi:
             await send_bytes(send, status, _encoder.encode(value))
             return
         if allowed:
-            await send_bytes(
-                send,
-                405,
-                _encoder.encode(
-                    {"error": f"method {method} not allowed; use {', '.join(allowed)}"}
-                ),
-            )
+            await method_not_allowed(send, method, ", ".join(dict.fromkeys(allowed)))
             return
         raise NotFound(f"no API route {path}; see /api/openapi.json")
 
@@ -292,9 +299,10 @@ class ManagementApi:
         format = raw_format.decode("latin-1") if isinstance(raw_format, bytes) else raw_format
         raw_meta = header(request.scope, b"x-slipway-metadata")
         try:
-            meta = msgspec.json.decode(raw_meta, type=VersionMeta) if raw_meta else VersionMeta()
+            given = msgspec.json.decode(raw_meta, type=MetadataHeader) if raw_meta else None
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise InvalidInput(f"invalid X-Slipway-Metadata header: {exc}") from exc
+        meta = VersionMeta(**msgspec.structs.asdict(given)) if given else VersionMeta()
         raw_sample = header(request.scope, b"x-slipway-sample")
         sample = None
         if raw_sample:

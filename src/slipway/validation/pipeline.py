@@ -155,7 +155,9 @@ class Validation:
                 mine = score(version.signature, direct(inputs), self.holdout.labels)
                 theirs: Scores | None = None
                 if production is not None:
-                    prod_outputs = self._pipeline(self._load(production))(inputs)
+                    # Production may name its inputs otherwise: the same columns, its names.
+                    theirs_in = model_inputs(production.signature, self.holdout.features)
+                    prod_outputs = self._pipeline(self._load(production))(theirs_in)
                     theirs = score(production.signature, prod_outputs, self.holdout.labels)
                 label = production.ref if production else "none"
                 data = {"task": mine.task, **mine.plots}

@@ -10,6 +10,7 @@ governs the whole path from registry to production.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -38,6 +39,12 @@ class Bound(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min: float | None = None
     max: float | None = None
     max_worse: float | None = None
+
+    def __post_init__(self) -> None:
+        # NaN fails every comparison (no candidate could pass); infinity checks nothing.
+        for value in (self.min, self.max, self.max_worse):
+            if value is not None and not math.isfinite(value):
+                raise ValueError("min, max and max_worse must be finite numbers")
 
 
 class ContractPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
