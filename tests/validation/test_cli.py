@@ -133,5 +133,5 @@ def test_a_report_file_that_cannot_be_written_is_refused_before_validating(
             registry.settings.home, "validate", "cancer@3", "--data", str(holdout_csv),
             option, str(nowhere),
         )  # fmt: skip
-        assert str(nowhere.parent) in assert_one_line_error(done, 2)
+        assert str(nowhere.parent) in assert_one_line_error(done, 1)  # cannot be written
         assert latest_report(registry.store, "cancer", 3) is None  # nothing ran, nothing stored

@@ -147,3 +147,11 @@ def test_the_loadtest_command_refuses_an_endless_rate_in_one_line(tmp_path) -> N
 
     done = slipway(tmp_path / "home", "loadtest", "http://127.0.0.1:9/x", "--rate", "inf")
     assert "finite" in assert_one_line_error(done, 2)
+
+
+@pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8000/v2", "ftp://host/x", "http:///x"])
+def test_the_loadtest_command_refuses_an_address_that_is_no_url(tmp_path, url: str) -> None:
+    from ..test_cli import assert_one_line_error, slipway
+
+    done = slipway(tmp_path / "home", "loadtest", url, "--duration", "1")
+    assert "is not an http:// or https:// URL" in assert_one_line_error(done, 2)

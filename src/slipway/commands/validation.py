@@ -140,9 +140,10 @@ def validate(
     model, number = parse_ref(ref)
     for option, out in (("--junit", junit), ("--html", html), ("--json", json_out)):
         # Refused now, not after the run has stored its report.
-        if out is not None and not out.parent.is_dir():
-            raise errors.InvalidInput(
-                f"{option} {out}: the directory {out.parent} does not exist; create it first"
+        if out is not None and not out.parent.is_dir():  # exit 1, as any file not writable
+            raise errors.SlipwayError(
+                f"cannot write {option} {out}: the directory {out.parent} does not exist;"
+                " create it first"
             )
     rules = load_policy(policy) if policy is not None else Policy()
     holdout = read_holdout(data, rules.label)

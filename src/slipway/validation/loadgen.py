@@ -63,6 +63,11 @@ def run_load(
     """Send ``rate`` requests per second to ``url`` for ``duration_s`` seconds, cycling through
     ``requests``; a request counts as an error on a transport failure, a timeout or a status
     of 400 and above."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https") or not rest.split("/", 1)[0]:
+        # Refused here: an address with no scheme or host failed every request for the
+        # whole duration and was reported as a server that answered none.
+        raise InvalidInput(f"{url!r} is not an http:// or https:// URL with a host")
     if not rate > 0 or not duration_s > 0:
         raise InvalidInput("rate and duration must be greater than 0")
     if not math.isfinite(rate * duration_s):
