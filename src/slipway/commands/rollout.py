@@ -329,7 +329,8 @@ def experiment_report(
     if not report["metrics"]:
         console.print(
             "no feedback yet: clients post outcomes for the request ids they sent to"
-            " POST /api/feedback (see docs/rollouts.md)"
+            " POST /api/feedback (see docs/rollouts.md); feedback counts once the servers"
+            " have recorded its request, within SLIPWAY_EVIDENCE_FLUSH_INTERVAL_S (default 2 s)"
         )
         return
     table = Table(
