@@ -31,6 +31,7 @@ from slipway.monitoring.live import LiveMonitor, VersionDrift, WindowConfig
 from slipway.monitoring.metrics import LATENCY_BUCKETS, ServingMetrics
 from slipway.registry.store import SqlStore
 from slipway.rollout.state import RolloutStore
+from slipway.serving.failure_log import FailureLog
 from slipway.settings import Settings
 
 if TYPE_CHECKING:
@@ -158,12 +159,15 @@ class MonitoringPlane:
                 await self.restore()
             except Exception:  # the registry may be briefly unreachable: start afresh
                 log.exception("restoring the alert states failed")
+        failures = FailureLog(log, "monitoring evaluation", "trying again next tick")
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
             try:
                 await self.tick()
-            except Exception:  # the registry may be briefly unreachable; try next time
-                log.exception("monitoring evaluation failed")
+            except Exception as exc:  # the registry may be briefly unreachable; try next time
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     async def restore(self) -> list[alerts.AlertEvent]:
         """Take up the alerts that were firing when the server last stopped, so each one gets
