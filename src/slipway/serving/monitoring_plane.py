@@ -109,6 +109,7 @@ class MonitoringPlane:
         self.traffic = alerts.TrafficHistory(BOUNDS)
         self.states: dict[tuple[str, str], alerts.AlertState] = {}
         self._evaluated_rules: list[alerts.AlertRule] = []  # the last evaluation's
+        self._skipped_rules: set[str] = set()  # stored rules that do not validate, logged
         self.timeline: dict[str, collections.deque[dict[str, Any]]] = {}
         self.business: dict[str, dict[str, float]] = {}
         self._business_labels: set[tuple[str, str, str]] = set()  # the last evaluation's
@@ -174,13 +175,23 @@ class MonitoringPlane:
         its resolved event (stored, logged, sent) once its condition clears; a rule deleted
         meanwhile resolves now. Returns the events sent."""
         fired = await asyncio.to_thread(self.alert_store.last_firing)
-        stored = await asyncio.to_thread(self.alert_store.list_rules)
+        stored = await self._stored_rules()
         rules = alerts.rules_in_force(self.file_rules, stored)
         self.states, closing = alerts.restore_states(fired, rules, time.time())
         self._evaluated_rules = rules
         for rule, deployment in self.states:
             self.metrics.alerts_firing.labels(rule, deployment).set(1)
         return await self._publish(closing)
+
+    async def _stored_rules(self) -> list[alerts.AlertRule]:
+        """The stored rules that validate; each one that does not is logged once (until it is
+        deleted or mended), not at every evaluation."""
+        stored = await asyncio.to_thread(self.alert_store.read_rules)
+        for skipped in stored.skipped:
+            if skipped.name not in self._skipped_rules:
+                log.warning("%s", skipped.message)
+        self._skipped_rules = {skipped.name for skipped in stored.skipped}
+        return stored.rules
 
     async def _publish(self, events: list[alerts.AlertEvent]) -> list[alerts.AlertEvent]:
         """Store, log and send new events."""
@@ -214,7 +225,7 @@ class MonitoringPlane:
         if not self.settings.alert_evaluation:  # another worker of this server evaluates them
             return []
         self.business = await asyncio.to_thread(self._business_metrics)
-        stored = await asyncio.to_thread(self.alert_store.list_rules)
+        stored = await self._stored_rules()
         rules = alerts.rules_in_force(self.file_rules, stored)
         values = alerts.AlertValues(
             traffic=self.traffic,
@@ -369,7 +380,7 @@ class MonitoringPlane:
         return 200, {"states": states, "events": events}
 
     async def _rules(self, request: Request) -> tuple[int, Any]:
-        stored = await asyncio.to_thread(self.alert_store.list_rules)
+        stored = await self._stored_rules()
         return 200, alerts.rules_in_force(self.file_rules, stored)
 
     async def _add_rule(self, api: ManagementApi, request: Request) -> tuple[int, Any]:
