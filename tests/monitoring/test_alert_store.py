@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from sqlalchemy import text
 
 from slipway.errors import AlertRuleNotFound, InvalidInput
 from slipway.monitoring.alert_store import AlertStore
 from slipway.monitoring.alerts import AlertEvent, AlertRule, step
 from slipway.registry.store import SqlStore
+
+
+def store_rule_row(store: SqlStore, name: str, spec: str) -> None:
+    """Write a rule straight into the table, as an older Slipway or the database's owner would,
+    bypassing today's validation."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO alert_rules (name, spec, created_at, created_by)"
+                " VALUES (:name, :spec, '2025-01-01 00:00:00', 'old')"
+            ),
+            {"name": name, "spec": spec},
+        )
 
 
 def test_rules_and_events_round_trip(store_url: str) -> None:
@@ -87,3 +101,35 @@ def test_a_rule_whose_events_the_database_could_not_hold_is_refused(
         assert firing is not None
         alerts.add_events([firing])
         assert [e.severity for e in alerts.list_events()] == ["s" * 16]
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        pytest.param(
+            '{"name": "old", "kind": "error_rate", "threshold": 0.1,'
+            ' "severity": "page-the-whole-team-now"}',
+            "severity must be at most 16",
+            id="long-severity",
+        ),
+        pytest.param(
+            '{"name": "old", "kind": "no_such_kind", "threshold": 0.1}', "kind", id="unknown-kind"
+        ),
+    ],
+)
+def test_a_stored_rule_that_no_longer_validates_is_skipped_and_can_be_deleted(
+    store_url: str, spec: str, reason: str
+) -> None:
+    with SqlStore(store_url) as store:
+        alerts = AlertStore(store)
+        good = AlertRule(name="p95", kind="latency_p95", threshold=0.2)
+        alerts.add_rule(good)
+        store_rule_row(store, "old", spec)
+        stored = alerts.read_rules()
+        assert stored.rules == [good] and alerts.list_rules() == [good]
+        assert [s.name for s in stored.skipped] == ["old"]
+        assert reason in stored.skipped[0].message
+        assert "slipway alerts delete old" in stored.skipped[0].message
+        alerts.delete_rule("old")
+        assert alerts.read_rules().skipped == []
+        assert alerts.list_rules() == [good]

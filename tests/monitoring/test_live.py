@@ -4,6 +4,7 @@ through the API firing and resolving, webhooks, `slipway alerts`, reports and ex
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import time
@@ -392,6 +393,63 @@ def test_a_stored_rule_named_like_a_file_rule_does_not_refire_every_evaluation(
             assert _events(receiver, "slow") == ["firing"]
             listed = http.get("/api/alerts/rules").json()
             assert [(r["name"], r["threshold"]) for r in listed] == [("slow", 0.0), ("errors", 0.1)]
+
+
+def test_stored_rules_that_no_longer_validate_are_skipped_with_a_warning(
+    tmp_path: Path, registry, cancer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from slipway.monitoring.alert_store import AlertStore
+    from slipway.monitoring.alerts import AlertRule
+
+    from .conftest import monitoring_settings
+    from .test_alert_store import store_rule_row
+
+    x, _ = cancer
+    AlertStore(registry.store).add_rule(
+        AlertRule(name="slow", kind="latency_p50", threshold=0.0, for_s=0, window_s=1)
+    )
+    # Stored before rules were validated as strictly as now (SQLite's JSON keeps a NaN).
+    store_rule_row(
+        registry.store,
+        "old-nan",
+        '{"name": "old-nan", "kind": "latency_p50", "threshold": 0.0, "for_s": NaN}',
+    )
+    store_rule_row(
+        registry.store,
+        "old-severity",
+        '{"name": "old-severity", "kind": "latency_p50", "threshold": 0.0, "for_s": 0,'
+        ' "severity": "page-the-whole-team-now"}',
+    )
+    home = registry.settings.home
+    exported = slipway(home, "monitor", "export", "--out", str(tmp_path / "export"))
+    assert exported.returncode == 0, exported.stderr
+    assert "1 alert rule(s) exported" in exported.stdout
+    assert "'old-nan'" in exported.stderr and "'old-severity'" in exported.stderr
+    listed = slipway(home, "alerts", "rules")
+    assert listed.returncode == 0, listed.stderr
+    assert "slow" in listed.stdout and "old-" not in listed.stdout
+    assert "slipway alerts delete old-nan" in listed.stderr
+
+    with Receiver() as receiver:
+        settings = monitoring_settings(home, alert_webhooks=receiver.url)
+        with (
+            caplog.at_level(logging.WARNING, logger="slipway.alerts"),
+            BackgroundServer(settings) as server,
+            httpx.Client(base_url=server.url, headers=admin_headers(settings)) as http,
+        ):
+            _send(http, x[:100])
+            assert _until(lambda: "firing" in _events(receiver, "slow"))
+            time.sleep(1.0)  # several evaluations
+            assert [r["name"] for r in http.get("/api/alerts/rules").json()] == ["slow"]
+            assert {b["event"]["rule"] for b in receiver.bodies} == {"slow"}
+    warnings = [r.getMessage() for r in caplog.records if "alerts delete" in r.getMessage()]
+    assert len(warnings) == 2, warnings  # once per rule, not once per evaluation
+    assert "'old-nan'" in warnings[0] + warnings[1] and "severity" in warnings[0] + warnings[1]
+
+    deleted = slipway(home, "alerts", "delete", "old-nan")
+    assert deleted.returncode == 0, deleted.stderr
+    listed = slipway(home, "alerts", "rules")
+    assert "old-nan" not in listed.stderr and "old-severity" in listed.stderr
 
 
 def test_a_rule_firing_at_shutdown_resolves_after_a_restart(

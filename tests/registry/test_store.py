@@ -453,3 +453,49 @@ def test_a_database_that_goes_away_is_registry_unavailable_until_it_is_back(
         pg_outage(False)
         assert [m.latest_version for m in store.list_models()] == [1]
         assert _register(store) == 2
+
+
+def test_a_sqlite_file_locked_past_the_busy_timeout_is_registry_unavailable(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from slipway.errors import RegistryUnavailable
+
+    path = tmp_path / "registry.db"
+    with SqlStore(f"sqlite:///{path}?timeout=0.2") as store:
+        _register(store)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write transaction, held
+        try:
+            with pytest.raises(RegistryUnavailable) as caught:
+                _register(store)
+            assert caught.value.reason == "database is locked"
+            assert [m.latest_version for m in store.list_models()] == [1]  # WAL: reads go on
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert _register(store) == 2
+
+
+def test_a_missing_table_on_sqlite_stays_a_database_error(tmp_path: Path) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    with SqlStore(f"sqlite:///{tmp_path / 'registry.db'}") as store:
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP TABLE alert_events"))
+        with (
+            pytest.raises(OperationalError, match="no such table"),
+            store.engine.connect() as conn,
+        ):
+            conn.execute(text("SELECT * FROM alert_events"))
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [pytest.param("abc", id="text"), pytest.param("-1", id="negative"),
+     pytest.param("nan", id="nan")],
+)  # fmt: skip
+def test_a_bad_sqlite_busy_timeout_is_invalid_input(tmp_path: Path, timeout: str) -> None:
+    with pytest.raises(InvalidInput, match=r"\?timeout=SECONDS"):
+        SqlStore(f"sqlite:///{tmp_path / 'registry.db'}?timeout={timeout}")

@@ -1,6 +1,7 @@
 """Concurrency through the real HTTP API, on SQLite and PostgreSQL: 50 registrations at once
 all succeed with unique, gap-free numbers (no "database is locked" 500s), and 50 conflicting
-promotions resolve to exactly one success while the rest get 409.
+promotions resolve to exactly one success while the rest get 409. A SQLite file that another
+process keeps locked past the busy timeout is a 503 to try again, not a 500.
 
 tests/registry/test_concurrency.py proves the store alone (20 threads); this adds the server,
 its thread pool and the uploads."""
@@ -8,6 +9,7 @@ its thread pool and the uploads."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from slipway.local import Registry
 from slipway.registry.store import SqlStore
 from slipway.server import BackgroundServer
 from slipway.serving.app import SlipwayApp
@@ -127,3 +130,34 @@ def test_50_registrations_then_50_conflicting_promotions(api) -> None:
     assert len(changes) in (N, N + 1)
     assert changes[0]["data"]["after"]["version"] == final["version"]  # newest first
     assert winner["candidate"] in {c["data"]["after"]["version"] for c in changes}
+
+
+def test_a_sqlite_registry_locked_by_another_writer_is_a_503(
+    tmp_path: Path, cancer, cancer_models
+) -> None:
+    x, _ = cancer
+    path = tmp_path / "registry.db"
+    settings = make_settings(tmp_path / "home", database_url=f"sqlite:///{path}?timeout=0.5")
+    with Registry(settings) as registry:
+        registry.register_sklearn("cancer", cancer_models[0], x)
+        registry.store.create_deployment("cancer-prod", "cancer", 1)
+    rows = {"instances": x[:1].tolist()}
+    with (
+        BackgroundServer(settings) as server,
+        httpx.Client(base_url=server.url, timeout=30, headers=admin_headers(settings)) as http,
+    ):
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # another process's write transaction, held
+        try:
+            answer = http.patch("/api/deployments/cancer-prod", json={"version": 1})
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "1"
+            assert "registry database" in answer.json()["error"]
+            assert http.post("/predict/cancer-prod", json=rows).status_code == 200
+            assert http.get("/v2/health/ready").status_code == 200
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        answer = http.patch("/api/deployments/cancer-prod", json={"version": 1})
+        assert answer.status_code == 200, answer.text
+    server.app.store.close()

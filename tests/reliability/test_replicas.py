@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -234,3 +235,46 @@ def test_a_registry_outage_is_a_503_while_inference_goes_on(
         wait_for(lambda: http.get("/api/models").status_code == 200, what="the registry back")
         assert http.patch("/api/deployments/cancer-prod", json={"version": 1}).status_code == 200
     server.app.store.close()
+
+
+def test_an_outage_is_one_traceback_per_job_then_one_line_a_tick_then_recovered(
+    tmp_path: Path,
+    pg_fresh_url: str,
+    pg_outage: Callable[[bool], None],
+    cancer,
+    cancer_models,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    x, _ = cancer
+    settings = make_settings(
+        tmp_path / "home",
+        database_url=pg_fresh_url,
+        reconcile_interval_s=0.2,
+        monitor_interval_s=0.2,
+        token_refresh_s=0.2,
+    )
+    with Registry(settings) as registry:
+        registry.register_sklearn("cancer", cancer_models[0], x)
+        registry.store.create_deployment("cancer-prod", "cancer", 1)
+    jobs = ("reconcile", "monitoring evaluation", "token refresh")
+    with caplog.at_level(logging.WARNING, logger="slipway"), BackgroundServer(settings) as server:
+        pg_outage(True)
+        wait_for(
+            lambda: all(
+                sum(r.getMessage().startswith(f"{job} failed again") for r in caplog.records) >= 3
+                for job in jobs
+            ),
+            what="three failed ticks of each job",
+        )
+        pg_outage(False)
+        wait_for(
+            lambda: all(f"{job} recovered" in caplog.text for job in jobs), what="recovery lines"
+        )
+    server.app.store.close()
+    for job in jobs:
+        lines = [r for r in caplog.records if r.getMessage().startswith(f"{job} ")]
+        tracebacks = [r for r in lines if r.exc_info]
+        assert len(tracebacks) == 1 and lines[0] is tracebacks[0], [r.getMessage() for r in lines]
+        again = [r.getMessage() for r in lines if " failed again " in r.getMessage()]
+        assert again and all("registry database" in line for line in again), again
+        assert sum(" recovered " in r.getMessage() for r in lines) == 1

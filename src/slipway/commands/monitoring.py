@@ -14,12 +14,14 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from slipway import errors
 from slipway.commands.common import (
     console,
     deployer,
+    err_console,
     open_registry,
     progress,
     settings,
@@ -47,7 +49,10 @@ def _rules() -> list[Any]:
     from slipway.monitoring.alerts import rules_in_force
 
     with open_registry() as registry:
-        return rules_in_force(_file_rules(), AlertStore(registry.store).list_rules())
+        stored = AlertStore(registry.store).read_rules()
+    for skipped in stored.skipped:
+        err_console.print(f"[yellow]warning:[/] {escape(skipped.message)}", soft_wrap=True)
+    return rules_in_force(_file_rules(), stored.rules)
 
 
 @app.command("export")

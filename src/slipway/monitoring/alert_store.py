@@ -17,6 +17,27 @@ from slipway.registry.db import WRITE_OPTION, AlertEventRow, AlertRuleRow
 from slipway.registry.store import SqlStore
 
 
+class SkippedRule(msgspec.Struct, frozen=True):
+    """A stored rule that does not validate, and why."""
+
+    name: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"skipping the stored alert rule {self.name!r}, which is not valid: {self.reason};"
+            f" delete it with `slipway alerts delete {self.name}` and add it again"
+        )
+
+
+class StoredRules(msgspec.Struct, frozen=True):
+    """What :meth:`AlertStore.read_rules` found: the rules in force and the ones skipped."""
+
+    rules: list[AlertRule]
+    skipped: list[SkippedRule]
+
+
 class AlertStore:
     """Reads and writes alert rules and events through the registry's engine."""
 
@@ -58,10 +79,28 @@ class AlertStore:
             )
         return rule
 
-    def list_rules(self) -> list[AlertRule]:
+    def read_rules(self) -> StoredRules:
+        """The stored rules that validate, by name, and the ones that do not (stored by an older
+        Slipway, or written into the table by hand), so that one bad row stops no other rule."""
         with self._read() as session:
-            rows = session.scalars(select(AlertRuleRow).order_by(AlertRuleRow.name))
-            return [msgspec.convert(row.spec, AlertRule) for row in rows]
+            rows = session.execute(
+                select(AlertRuleRow.name, AlertRuleRow.spec).order_by(AlertRuleRow.name)
+            ).all()
+        rules, skipped = [], []
+        for name, spec in rows:
+            try:
+                rules.append(validate_rule(msgspec.convert(spec, AlertRule)))
+            except msgspec.ValidationError as exc:
+                skipped.append(SkippedRule(name, str(exc)))
+            except InvalidInput as exc:
+                skipped.append(
+                    SkippedRule(name, exc.message.removeprefix(f"alert rule {name!r}: "))
+                )
+        return StoredRules(rules, skipped)
+
+    def list_rules(self) -> list[AlertRule]:
+        """The stored rules that validate, by name (see :meth:`read_rules`)."""
+        return self.read_rules().rules
 
     def delete_rule(self, name: str, *, actor: str | None = None) -> None:
         """Delete a rule (an ``alert_rule.deleted`` event); ``AlertRuleNotFound`` if none."""

@@ -9,6 +9,7 @@ in ``migrations/versions/``; the classes here describe the head revision.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Any
 
@@ -354,8 +355,9 @@ metadata = Base.metadata
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for a registry URL: SQLite (WAL, 30 s busy timeout, foreign keys, writes as
-    BEGIN IMMEDIATE) or PostgreSQL through psycopg. Raises InvalidInput for anything else."""
+    """An engine for a registry URL: SQLite (WAL, a busy timeout of 30 s or ``?timeout=S``,
+    foreign keys, writes as BEGIN IMMEDIATE) or PostgreSQL through psycopg. Raises InvalidInput
+    for anything else."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -383,13 +385,26 @@ _DATA_ERRORS = {
 }
 
 
+# SQLite's primary result codes that mean the file cannot be used right now, not a bug: BUSY
+# ("database is locked": another writer outlasted the busy timeout), CANTOPEN ("unable to open
+# database file") and IOERR ("disk I/O error"). Other OperationalErrors, such as "no such table"
+# (which the migrations look for), stay raw.
+_SQLITE_UNAVAILABLE = {5: "database is locked", 14: "unable to open database file",
+                       10: "disk I/O error"}  # fmt: skip
+
+
 def _translate_error(context: ExceptionContext) -> None:
     """Translate the database's errors that are not bugs into Slipway's, at this boundary: a
-    value the database cannot hold is InvalidInput (400), a database that cannot be reached is
-    RegistryUnavailable (503). Messages carry no driver text (docs/security.md)."""
+    value the database cannot hold is InvalidInput (400), a database that cannot be reached (or,
+    on SQLite, is locked or cannot be read) is RegistryUnavailable (503). Messages carry no
+    driver text (docs/security.md)."""
     original = context.original_exception
     if isinstance(original, SlipwayError):  # raised by a bind processor (UtcDateTime)
         raise original
+    if context.dialect.name == "sqlite":
+        if _sqlite_unavailable(original):
+            raise RegistryUnavailable(str(original).strip() or "no reason") from original
+        return
     if context.is_pre_ping or context.dialect.name != "postgresql":
         return  # the pool's liveness check handles its own failures
     import psycopg
@@ -407,12 +422,24 @@ def _translate_error(context: ExceptionContext) -> None:
         raise RegistryUnavailable(reason) from original
 
 
+def _sqlite_unavailable(error: BaseException) -> bool:
+    import sqlite3
+
+    if not isinstance(error, sqlite3.OperationalError):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)  # extended codes keep the primary low byte
+    if code is not None:
+        return code & 0xFF in _SQLITE_UNAVAILABLE
+    return str(error).strip() in _SQLITE_UNAVAILABLE.values()
+
+
 def _sqlite_engine(url: URL) -> Engine:
     database = url.database or ""
     in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
+    busy_timeout_s = _busy_timeout_s(url)
     options: dict[str, Any] = {
         # The pool hands a connection to one thread at a time.
-        "connect_args": {"timeout": _BUSY_TIMEOUT_S, "check_same_thread": False}
+        "connect_args": {"timeout": busy_timeout_s, "check_same_thread": False}
     }
     if in_memory:
         options["poolclass"] = StaticPool  # one connection, or every checkout is a new database
@@ -420,17 +447,37 @@ def _sqlite_engine(url: URL) -> Engine:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, **options)
     event.listen(engine, "handle_error", _translate_error)
-    event.listen(engine, "connect", _sqlite_connect)
+
+    def connect(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
+        _sqlite_connect(dbapi_connection, busy_timeout_s)
+
+    event.listen(engine, "connect", connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
-def _sqlite_connect(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
+def _busy_timeout_s(url: URL) -> float:
+    """How long a statement waits for another writer's lock: ``?timeout=SECONDS`` in the URL
+    (as the sqlite3 module reads it), else 30 s."""
+    value = url.query.get("timeout", _BUSY_TIMEOUT_S)
+    try:
+        seconds = float(value if isinstance(value, (str, int)) else value[-1])
+    except ValueError:
+        seconds = math.nan
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise InvalidInput(
+            f"invalid SQLite busy timeout {value!r} in the database URL: use ?timeout=SECONDS,"
+            " a number of seconds of 0 or more"
+        )
+    return seconds
+
+
+def _sqlite_connect(dbapi_connection: Any, busy_timeout_s: float) -> None:
     # Take BEGIN away from the sqlite3 module so _sqlite_begin decides how transactions start.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_S * 1000}")
+        cursor.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
         cursor.execute("PRAGMA foreign_keys = ON")
         # WAL lets readers run beside the writer. The mode is stored in the file; only switch
         # when needed, since switching takes an exclusive lock.

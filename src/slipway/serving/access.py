@@ -27,6 +27,7 @@ from slipway.governance.identities import TokenCache
 from slipway.governance.recorder import PredictionRecorder
 from slipway.governance.roles import ANONYMOUS_ADMIN, Principal
 from slipway.registry.store import SqlStore
+from slipway.serving.failure_log import FailureLog
 from slipway.serving.http import Scope, header
 from slipway.serving.repository import ModelRepository
 from slipway.settings import Settings
@@ -111,12 +112,15 @@ class ServingAccess:
         await self.audit.stop()
 
     async def _refresh_forever(self) -> None:
+        failures = FailureLog(log, "token refresh", "using the last known tokens")
         while True:
             await asyncio.sleep(self.settings.token_refresh_s)
             try:
                 await asyncio.to_thread(self.tokens.refresh)
-            except Exception:  # the registry may be briefly unreachable; keep the last tokens
-                log.exception("could not refresh tokens; using the last known ones")
+            except Exception as exc:  # the registry may be briefly unreachable; keep the last
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     # -- checks ------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from slipway.serving import codec, scoring_routes
 from slipway.serving.access import ServingAccess
 from slipway.serving.errors import status_for
 from slipway.serving.events_sink import sink_from_settings
+from slipway.serving.failure_log import FailureLog
 from slipway.serving.http import (
     JSON_HEADERS,
     ClientDisconnected,
@@ -180,12 +181,15 @@ class SlipwayApp:
         await self.repository.close()
 
     async def _reconcile_forever(self) -> None:
+        failures = FailureLog(log, "reconcile", "serving the last known state")
         while True:
             await asyncio.sleep(self.settings.reconcile_interval_s)
             try:
                 await self.repository.reconcile()
-            except Exception:  # the registry may be briefly unreachable; keep serving
-                log.exception("reconcile failed; serving the last known state")
+            except Exception as exc:  # the registry may be briefly unreachable; keep serving
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     # -- ASGI ----------------------------------------------------------------------------------
 

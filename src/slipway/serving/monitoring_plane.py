@@ -31,6 +31,7 @@ from slipway.monitoring.live import LiveMonitor, VersionDrift, WindowConfig
 from slipway.monitoring.metrics import LATENCY_BUCKETS, ServingMetrics
 from slipway.registry.store import SqlStore
 from slipway.rollout.state import RolloutStore
+from slipway.serving.failure_log import FailureLog
 from slipway.settings import Settings
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ class MonitoringPlane:
         self.traffic = alerts.TrafficHistory(BOUNDS)
         self.states: dict[tuple[str, str], alerts.AlertState] = {}
         self._evaluated_rules: list[alerts.AlertRule] = []  # the last evaluation's
+        self._skipped_rules: set[str] = set()  # stored rules that do not validate, logged
         self.timeline: dict[str, collections.deque[dict[str, Any]]] = {}
         self.business: dict[str, dict[str, float]] = {}
         self._business_labels: set[tuple[str, str, str]] = set()  # the last evaluation's
@@ -158,25 +160,38 @@ class MonitoringPlane:
                 await self.restore()
             except Exception:  # the registry may be briefly unreachable: start afresh
                 log.exception("restoring the alert states failed")
+        failures = FailureLog(log, "monitoring evaluation", "trying again next tick")
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
             try:
                 await self.tick()
-            except Exception:  # the registry may be briefly unreachable; try next time
-                log.exception("monitoring evaluation failed")
+            except Exception as exc:  # the registry may be briefly unreachable; try next time
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     async def restore(self) -> list[alerts.AlertEvent]:
         """Take up the alerts that were firing when the server last stopped, so each one gets
         its resolved event (stored, logged, sent) once its condition clears; a rule deleted
         meanwhile resolves now. Returns the events sent."""
         fired = await asyncio.to_thread(self.alert_store.last_firing)
-        stored = await asyncio.to_thread(self.alert_store.list_rules)
+        stored = await self._stored_rules()
         rules = alerts.rules_in_force(self.file_rules, stored)
         self.states, closing = alerts.restore_states(fired, rules, time.time())
         self._evaluated_rules = rules
         for rule, deployment in self.states:
             self.metrics.alerts_firing.labels(rule, deployment).set(1)
         return await self._publish(closing)
+
+    async def _stored_rules(self) -> list[alerts.AlertRule]:
+        """The stored rules that validate; each one that does not is logged once (until it is
+        deleted or mended), not at every evaluation."""
+        stored = await asyncio.to_thread(self.alert_store.read_rules)
+        for skipped in stored.skipped:
+            if skipped.name not in self._skipped_rules:
+                log.warning("%s", skipped.message)
+        self._skipped_rules = {skipped.name for skipped in stored.skipped}
+        return stored.rules
 
     async def _publish(self, events: list[alerts.AlertEvent]) -> list[alerts.AlertEvent]:
         """Store, log and send new events."""
@@ -210,7 +225,7 @@ class MonitoringPlane:
         if not self.settings.alert_evaluation:  # another worker of this server evaluates them
             return []
         self.business = await asyncio.to_thread(self._business_metrics)
-        stored = await asyncio.to_thread(self.alert_store.list_rules)
+        stored = await self._stored_rules()
         rules = alerts.rules_in_force(self.file_rules, stored)
         values = alerts.AlertValues(
             traffic=self.traffic,
@@ -365,7 +380,7 @@ class MonitoringPlane:
         return 200, {"states": states, "events": events}
 
     async def _rules(self, request: Request) -> tuple[int, Any]:
-        stored = await asyncio.to_thread(self.alert_store.list_rules)
+        stored = await self._stored_rules()
         return 200, alerts.rules_in_force(self.file_rules, stored)
 
     async def _add_rule(self, api: ManagementApi, request: Request) -> tuple[int, Any]:

@@ -33,6 +33,7 @@ from slipway.rollout.reports import experiment_summary, rollout_status
 from slipway.rollout.router import choose_version, field_names, position_of, request_fields
 from slipway.rollout.shadow import ShadowMirror
 from slipway.rollout.state import RolloutStore
+from slipway.serving.failure_log import FailureLog
 from slipway.serving.http import Scope, query
 from slipway.settings import Settings
 
@@ -182,8 +183,14 @@ class RolloutPlane:
         self.mirror.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._every(self.settings.evidence_flush_interval_s, self.flush)),
-            loop.create_task(self._every(self.settings.rollout_interval_s, self._control)),
+            loop.create_task(
+                self._every(
+                    self.settings.evidence_flush_interval_s, self.flush, "rollout evidence flush"
+                )
+            ),
+            loop.create_task(
+                self._every(self.settings.rollout_interval_s, self._control, "rollout control")
+            ),
         ]
 
     async def stop(self) -> None:
@@ -213,13 +220,16 @@ class RolloutPlane:
             await self._apply_now()
 
     @staticmethod
-    async def _every(interval: float, job: Any) -> None:
+    async def _every(interval: float, job: Any, name: str) -> None:
+        failures = FailureLog(log, name, "trying again next time")
         while True:
             await asyncio.sleep(interval)
             try:
                 await job()
-            except Exception:  # the registry may be briefly unreachable; try again next time
-                log.exception("rollout background job failed")
+            except Exception as exc:  # the registry may be briefly unreachable; try next time
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     # -- management API ------------------------------------------------------------------------
 
