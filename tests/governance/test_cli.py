@@ -319,6 +319,25 @@ def test_durations_out_of_range_are_one_line_errors(
     assert cli.ok("audit", "query", "--json", token=admin) == before  # nothing was written
 
 
+def test_the_last_enabled_admin_is_kept(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    before = cli.ok("audit", "query", "--json", token=admin)
+    for args in (("users", "disable", "admin"), ("users", "set-role", "admin", "deployer")):
+        for token in (admin, None):  # the token's holder, or local:<login> without one
+            refused = cli(*args, token=token)
+            assert refused.returncode == 4, refused
+            assert refused.stderr.startswith("error:") and refused.stderr.count("\n") == 1
+            assert "no enabled admin" in refused.stderr
+    assert cli.ok("audit", "query", "--json", token=admin) == before  # nothing was written
+    cli.ok("users", "add", "ada", "--role", "admin", token=admin)
+    cli.ok("users", "disable", "admin", token=admin)
+    refused = cli("users", "set-role", "ada", "viewer")
+    assert refused.returncode == 4 and "no enabled admin" in refused.stderr
+
+
 def test_a_token_lifetime_is_at_most_100_years(store_url: str) -> None:
     import datetime as dt
 

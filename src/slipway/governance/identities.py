@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from slipway.errors import InvalidInput, NotFound, Unauthenticated, VersionConflict
+from slipway.errors import InvalidInput, LastAdmin, NotFound, Unauthenticated, VersionConflict
 from slipway.governance.roles import Principal, Role
 from slipway.governance.sessions import event, now, reading, writing
 from slipway.registry.db import TokenRow, UserRow
@@ -127,9 +127,17 @@ def update_user(
     disabled: bool | None = None,
     actor: str | None,
 ) -> UserRecord:
-    """Change a user's role, or disable (or re-enable) them; a disabled user's tokens stop."""
+    """Change a user's role, or disable (or re-enable) them; a disabled user's tokens stop.
+
+    LastAdmin when the change would leave no enabled admin: nobody could manage users and tokens
+    with a token any more.
+    """
     new_role = None if role is None else str(Role.parse(str(role)))
     with writing(store) as session:
+        # The enabled admins are locked before the user, in one order, so that two admins
+        # demoting each other at once on PostgreSQL neither both succeed nor deadlock.
+        removing = disabled is True or new_role not in (None, str(Role.ADMIN))
+        admins = _enabled_admin_ids(session, lock=removing)
         row = _user_row(session, name, lock=True)
         before = _user_record(row)
         if new_role is not None:
@@ -139,6 +147,8 @@ def update_user(
         after = _user_record(row)
         if after == before:
             return before
+        if admins == [row.id] and not _is_enabled_admin(after):
+            raise LastAdmin(name)
         event(
             session,
             store,
@@ -349,6 +359,19 @@ def _user_row(session: Session, name: str, *, lock: bool = False) -> UserRow:
     if row is None:
         raise NotFound(f"user {name!r} not found; see `slipway users list`")
     return row
+
+
+def _enabled_admin_ids(session: Session, *, lock: bool = False) -> list[int]:
+    query = (
+        select(UserRow.id)
+        .where(UserRow.role == str(Role.ADMIN), UserRow.disabled.is_(False))
+        .order_by(UserRow.id)
+    )
+    return list(session.scalars(query.with_for_update() if lock else query))
+
+
+def _is_enabled_admin(user: UserRecord) -> bool:
+    return user.role == str(Role.ADMIN) and not user.disabled
 
 
 def _user_record(row: UserRow) -> UserRecord:
