@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import update
 
 from slipway.errors import InvalidInput, InvalidName, LastAdmin, Unauthenticated, VersionConflict
 from slipway.governance import audit
@@ -24,6 +25,7 @@ from slipway.governance.identities import (
     update_user,
 )
 from slipway.governance.roles import Principal, Role
+from slipway.registry.db import UserRow
 from slipway.registry.store import SqlStore
 
 
@@ -194,6 +196,36 @@ def test_the_api_refuses_to_leave_no_enabled_admin(client) -> None:
     assert admin.post("/api/users", json={"name": "ada", "role": "admin"}).status_code == 201
     demoted = admin.patch("/api/users/admin", json={"role": "viewer"})
     assert demoted.status_code == 200 and demoted.json()["role"] == "viewer"
+
+
+def _disable_directly(store: SqlStore, *names: str) -> None:
+    """What a registry of an older release, or an edit in the database, can hold: no enabled
+    admin (update_user refuses to get there)."""
+    with store.engine.begin() as conn:
+        conn.execute(update(UserRow).where(UserRow.name.in_(names)).values(disabled=True))
+
+
+def test_bootstrap_recovers_a_registry_without_an_enabled_admin(store: SqlStore) -> None:
+    first = bootstrap_admin(store)
+    assert first is not None
+    create_user(store, "ada", "admin", actor="admin")
+    _disable_directly(store, "admin", "ada")
+    issued = bootstrap_admin(store)
+    assert issued is not None and issued.record.user == "admin-2"  # a fresh account
+    assert authenticate(store, f"Bearer {issued.token}") == Principal(
+        "admin-2", Role.ADMIN, "user", issued.record.id
+    )
+    with pytest.raises(Unauthenticated):  # the disabled admin and their tokens stay off
+        authenticate(store, f"Bearer {first.token}")
+    assert get_user(store, "admin").disabled and get_user(store, "ada").disabled
+    recorded = [
+        (r.action, r.actor, r.subject) for r in audit.query(store, kind="control", limit=None)
+    ][-2:]
+    assert recorded == [
+        ("user.created", "slipway init", "user:admin-2"),
+        ("token.issued", "slipway init", "user:admin-2"),
+    ]
+    assert bootstrap_admin(store) is None  # an enabled admin again
 
 
 def test_names_and_duplicates(store: SqlStore) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import secrets
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -237,19 +237,22 @@ def revoke_token(store: SqlStore, token_id: int, *, actor: str | None) -> TokenR
 
 
 def bootstrap_admin(store: SqlStore, name: str = "admin") -> IssuedToken | None:
-    """The first admin and their token, when no admin exists yet; otherwise None."""
+    """A new admin and their token when no enabled admin exists (a new registry, or one whose
+    admins were all disabled or demoted); otherwise None.
+
+    No account is enabled or promoted again, since its old tokens would work again: the new
+    admin takes the first free name of ``name``, ``name-2``, ``name-3``...
+    """
     with reading(store) as session:
-        admins = session.scalar(
-            select(func.count()).select_from(UserRow).where(UserRow.role == str(Role.ADMIN))
-        )
-    if admins:
-        return None
+        if _enabled_admin_ids(session):
+            return None
+        taken = set(session.scalars(select(UserRow.name)))
+    fresh = next(
+        n for n in (name, *(f"{name}-{i}" for i in range(2, len(taken) + 2))) if n not in taken
+    )
     actor = "slipway init"
-    try:
-        create_user(store, name, Role.ADMIN, actor=actor)
-    except VersionConflict:
-        update_user(store, name, role=Role.ADMIN, disabled=False, actor=actor)
-    return issue_token(store, name, description="created by slipway init", actor=actor)
+    create_user(store, fresh, Role.ADMIN, actor=actor)
+    return issue_token(store, fresh, description="created by slipway init", actor=actor)
 
 
 # -- authentication ----------------------------------------------------------------------------
