@@ -68,6 +68,7 @@ EXIT_CODES: list[tuple[type[errors.SlipwayError], int]] = [
     (errors.NotFound, 3),
     (errors.InvalidInput, 2),
     (errors.VersionConflict, 4),
+    (errors.LastAdmin, 4),
     (errors.UntrustedArtifact, 5),
     (errors.ArtifactCorrupt, 6),
     (errors.ConversionMismatch, 7),

@@ -17,6 +17,7 @@
     │   ├── BundleInvalid
     │   └── HandlerRejected
     ├── VersionConflict
+    ├── LastAdmin
     ├── Unauthenticated
     ├── PermissionDenied
     ├── ApprovalRequired
@@ -133,6 +134,18 @@ class MissingExtra(UnsupportedFormat):
 
 class VersionConflict(SlipwayError):
     """A concurrent change won; retry with fresh state."""
+
+
+class LastAdmin(SlipwayError):
+    """A change to a user would leave no enabled admin: nobody could manage users and tokens."""
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        super().__init__(
+            f"{user!r} is the last enabled admin; disabling or demoting them would leave no"
+            " enabled admin to manage users and tokens. Make another user admin first"
+            " (`slipway users set-role USER admin`)"
+        )
 
 
 class Unauthenticated(SlipwayError):

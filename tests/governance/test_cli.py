@@ -319,6 +319,57 @@ def test_durations_out_of_range_are_one_line_errors(
     assert cli.ok("audit", "query", "--json", token=admin) == before  # nothing was written
 
 
+def test_the_last_enabled_admin_is_kept(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    admin = token_in(cli.ok("init"))
+    before = cli.ok("audit", "query", "--json", token=admin)
+    for args in (("users", "disable", "admin"), ("users", "set-role", "admin", "deployer")):
+        for token in (admin, None):  # the token's holder, or local:<login> without one
+            refused = cli(*args, token=token)
+            assert refused.returncode == 4, refused
+            assert refused.stderr.startswith("error:") and refused.stderr.count("\n") == 1
+            assert "no enabled admin" in refused.stderr
+    assert cli.ok("audit", "query", "--json", token=admin) == before  # nothing was written
+    cli.ok("users", "add", "ada", "--role", "admin", token=admin)
+    cli.ok("users", "disable", "admin", token=admin)
+    refused = cli("users", "set-role", "ada", "viewer")
+    assert refused.returncode == 4 and "no enabled admin" in refused.stderr
+
+
+def test_init_recovers_a_registry_whose_only_admin_is_disabled(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import update
+
+    from slipway.registry.db import UserRow
+    from slipway.registry.store import SqlStore
+
+    cli = Cli(tmp_path / "home", store_url, monkeypatch)
+    old = token_in(cli.ok("init"))
+    with SqlStore(store_url) as store, store.engine.begin() as conn:  # as an older release let it
+        conn.execute(update(UserRow).where(UserRow.name == "admin").values(disabled=True))
+    assert cli("users", "list", token=old).returncode == 8
+    again = cli.ok("init")
+    assert "no enabled admin" in again and "admin-2" in again and "shown only now" in again
+    new = token_in(again)
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:5]]
+        for line in cli.ok("users", "list", token=new).splitlines()
+        if line.startswith("│")
+    ]
+    assert rows == [["admin", "user", "admin", "yes"], ["admin-2", "user", "admin", ""]]
+    assert cli("users", "list", token=old).returncode == 8  # the disabled admin stays disabled
+    lines = cli.ok("audit", "query", "--json", token=new).splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [(r["action"], r["actor"]) for r in records[-2:]] == [
+        ("user.created", "slipway init"),
+        ("token.issued", "slipway init"),
+    ]
+    assert not TOKEN.search(cli.ok("init"))
+
+
 def test_a_token_lifetime_is_at_most_100_years(store_url: str) -> None:
     import datetime as dt
 

@@ -4,12 +4,14 @@ as the registry records the step that item asks for."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
 
 from slipway.governance import approvals
+from slipway.governance.sessions import writing
 from slipway.local import Registry
 from slipway.monitoring.alert_store import AlertStore
 from slipway.monitoring.alerts import AlertRule
@@ -18,6 +20,7 @@ from slipway.packaging.record import record_bundle
 from slipway.readiness import ReadinessPolicy, ReadinessReport, evaluate_deployment
 from slipway.readiness import evaluate_version as evaluate
 from slipway.readiness.items import NAMES
+from slipway.registry.audit import record_event
 from slipway.registry.records import InferencePolicy
 from slipway.rollout import actions
 from slipway.rollout.analysis import GateConfig
@@ -214,6 +217,27 @@ def test_writing_a_bundle_records_it(bundle: tuple[Path, BundleManifest, Path]) 
     assert event.data["dockerfile"] == {"stages": 2, "healthcheck": True, "non_root": True}
     assert event.data["kubernetes"]["shared_registry"]
     assert item(report, "packaged")[0] == "pass"
+
+
+def test_a_busy_registry_still_shows_the_bundle_and_the_rollout(
+    registry: Registry, bundle: tuple[Path, BundleManifest, Path]
+) -> None:
+    """The events the checklist looks for are found however many others came after them."""
+    store = registry.store
+    out, manifest, _ = bundle
+    record_bundle(store, out, manifest, actor="dev")
+    actions.start(store, DEPLOYMENT, 2, RolloutConfig(steps=[10.0, 50.0]))
+    subjects = {"iris@2": "report.attached", f"deployment:{DEPLOYMENT}": "deployment.updated"}
+    with writing(store) as session:
+        for n in range(1001):
+            for subject, kind in subjects.items():
+                at = dt.datetime.now(dt.UTC)
+                record_event(session, at=at, kind=kind, subject=subject, actor="ci", data={"n": n})
+    report = check(registry)
+    status, evidence, _ = item(report, "packaged")
+    assert status == "pass" and str(out) in evidence, evidence
+    status, evidence, _ = item(report, "rollout_strategy")
+    assert status == "pass" and "canary, steps 10/50%" in evidence, evidence
 
 
 def test_lineage_names_what_is_missing(registry: Registry) -> None:

@@ -83,12 +83,19 @@ def _when(value: dt.datetime | None) -> str:
 
 
 def print_first_admin(store: SqlStore) -> None:
-    """For ``slipway init``: create the first admin and print their token, once."""
+    """For ``slipway init``: create the first admin and print their token, once; or a new admin
+    when none of the registry's admins is enabled."""
+    recovering = bool(identities.list_users(store))
     issued = identities.bootstrap_admin(store)
     if issued is None:
         console.print("an admin exists already; `slipway tokens create USER` makes more tokens")
         return
-    console.print(f"first admin: [bold]{issued.record.user}[/]; their token (shown only now):")
+    user = issued.record.user
+    if recovering:
+        console.print(f"no enabled admin was left: new admin [bold]{user}[/]; their token"
+                      " (shown only now):")  # fmt: skip
+    else:
+        console.print(f"first admin: [bold]{user}[/]; their token (shown only now):")
     console.print(issued.token, highlight=False, soft_wrap=True)
     console.print("export SLIPWAY_TOKEN=<token> for the CLI, or send it as a bearer token")
 

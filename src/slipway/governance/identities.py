@@ -13,11 +13,11 @@ import hashlib
 import secrets
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from slipway.errors import InvalidInput, NotFound, Unauthenticated, VersionConflict
+from slipway.errors import InvalidInput, LastAdmin, NotFound, Unauthenticated, VersionConflict
 from slipway.governance.roles import Principal, Role
 from slipway.governance.sessions import event, now, reading, writing
 from slipway.registry.db import TokenRow, UserRow
@@ -127,9 +127,17 @@ def update_user(
     disabled: bool | None = None,
     actor: str | None,
 ) -> UserRecord:
-    """Change a user's role, or disable (or re-enable) them; a disabled user's tokens stop."""
+    """Change a user's role, or disable (or re-enable) them; a disabled user's tokens stop.
+
+    LastAdmin when the change would leave no enabled admin: nobody could manage users and tokens
+    with a token any more.
+    """
     new_role = None if role is None else str(Role.parse(str(role)))
     with writing(store) as session:
+        # The enabled admins are locked before the user, in one order, so that two admins
+        # demoting each other at once on PostgreSQL neither both succeed nor deadlock.
+        removing = disabled is True or new_role not in (None, str(Role.ADMIN))
+        admins = _enabled_admin_ids(session, lock=removing)
         row = _user_row(session, name, lock=True)
         before = _user_record(row)
         if new_role is not None:
@@ -139,6 +147,8 @@ def update_user(
         after = _user_record(row)
         if after == before:
             return before
+        if admins == [row.id] and not _is_enabled_admin(after):
+            raise LastAdmin(name)
         event(
             session,
             store,
@@ -227,19 +237,22 @@ def revoke_token(store: SqlStore, token_id: int, *, actor: str | None) -> TokenR
 
 
 def bootstrap_admin(store: SqlStore, name: str = "admin") -> IssuedToken | None:
-    """The first admin and their token, when no admin exists yet; otherwise None."""
+    """A new admin and their token when no enabled admin exists (a new registry, or one whose
+    admins were all disabled or demoted); otherwise None.
+
+    No account is enabled or promoted again, since its old tokens would work again: the new
+    admin takes the first free name of ``name``, ``name-2``, ``name-3``...
+    """
     with reading(store) as session:
-        admins = session.scalar(
-            select(func.count()).select_from(UserRow).where(UserRow.role == str(Role.ADMIN))
-        )
-    if admins:
-        return None
+        if _enabled_admin_ids(session):
+            return None
+        taken = set(session.scalars(select(UserRow.name)))
+    fresh = next(
+        n for n in (name, *(f"{name}-{i}" for i in range(2, len(taken) + 2))) if n not in taken
+    )
     actor = "slipway init"
-    try:
-        create_user(store, name, Role.ADMIN, actor=actor)
-    except VersionConflict:
-        update_user(store, name, role=Role.ADMIN, disabled=False, actor=actor)
-    return issue_token(store, name, description="created by slipway init", actor=actor)
+    create_user(store, fresh, Role.ADMIN, actor=actor)
+    return issue_token(store, fresh, description="created by slipway init", actor=actor)
 
 
 # -- authentication ----------------------------------------------------------------------------
@@ -349,6 +362,19 @@ def _user_row(session: Session, name: str, *, lock: bool = False) -> UserRow:
     if row is None:
         raise NotFound(f"user {name!r} not found; see `slipway users list`")
     return row
+
+
+def _enabled_admin_ids(session: Session, *, lock: bool = False) -> list[int]:
+    query = (
+        select(UserRow.id)
+        .where(UserRow.role == str(Role.ADMIN), UserRow.disabled.is_(False))
+        .order_by(UserRow.id)
+    )
+    return list(session.scalars(query.with_for_update() if lock else query))
+
+
+def _is_enabled_admin(user: UserRecord) -> bool:
+    return user.role == str(Role.ADMIN) and not user.disabled
 
 
 def _user_record(row: UserRow) -> UserRecord:

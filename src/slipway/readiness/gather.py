@@ -27,8 +27,6 @@ from slipway.runtimes.trust import looks_like_pickle
 from slipway.settings import Settings
 from slipway.validation.reports import StoredReport, latest_report
 
-_EVENTS = 1000  # newest events read per subject; packaging and rollouts are rare events
-
 
 @dataclasses.dataclass(frozen=True)
 class Facts:
@@ -143,15 +141,19 @@ def _artifact(artifacts: ArtifactStore, digest: str) -> tuple[str | None, bool]:
 
 
 def _newest(store: SqlStore, subject: str, kind: str) -> EventRecord | None:
-    return next((e for e in store.events(subject, limit=_EVENTS) if e.kind == kind), None)
+    # Filtered by kind in the query: on a busy registry the newest events of a subject may all
+    # be of other kinds.
+    found = store.events(subject, limit=1, kinds=(kind,))
+    return found[0] if found else None
 
 
 def _rollouts(store: SqlStore, deployment: str) -> list[RolloutRecord]:
     """Every rollout started on ``deployment`` (from its ``rollout.started`` events)."""
     rollouts = RolloutStore(store)
     found = []
-    for event in store.events(f"deployment:{deployment}", limit=_EVENTS):
-        if event.kind == "rollout.started" and isinstance(event.data.get("rollout"), int):
+    started = store.events(f"deployment:{deployment}", limit=None, kinds=("rollout.started",))
+    for event in started:
+        if isinstance(event.data.get("rollout"), int):
             try:
                 found.append(rollouts.get(event.data["rollout"]))
             except RolloutNotFound:

@@ -12,6 +12,7 @@ STATUS: list[tuple[type[errors.SlipwayError], int]] = [
     (errors.InvalidInput, 400),
     (errors.NotFound, 404),
     (errors.VersionConflict, 409),
+    (errors.LastAdmin, 409),
     (errors.Unauthenticated, 401),
     (errors.PermissionDenied, 403),
     (errors.ApprovalRequired, 409),
