@@ -194,3 +194,31 @@ def test_shadow_agreement_of_a_regression_model_is_not_a_vacuous_pass(tmp_path: 
     assert by_name["agreement"].verdict == "info", by_name["agreement"]
     assert "no class outputs" in by_name["agreement"].detail
     assert by_name["mean score difference"].verdict == "fail"  # the flatter model differs
+
+
+def test_shadow_replays_v2_requests_to_versions_that_name_their_input_differently(
+    registry, estimators, split, holdout, serve, tmp_path
+):
+    """Production cancer@1 names its input "input"; the candidate, exported elsewhere, "X". A
+    recorded V2 request names one of them: each side gets it under its own input's name."""
+    from skl2onnx import to_onnx
+
+    from slipway.validation.wire import v2_body
+
+    path = tmp_path / "exported.onnx"
+    exported = to_onnx(estimators[0], split[0][:1], options={"zipmap": False}, target_opset=17)
+    path.write_bytes(exported.SerializeToString())
+    candidate = registry.register_onnx("cancer", path, reference=split[0])
+    assert [s.name for s in candidate.signature.inputs] == ["X"]
+    rows = holdout.features[:30].astype("float32")
+    with (tmp_path / "requests.jsonl").open("w") as handle:
+        for i in range(0, 30, 3):
+            handle.write(v2_body({"input": rows[i : i + 3]}).decode() + "\n")
+    text = ONLY_SERVING + (
+        "integration: null\nagainst: cancer-prod\n"
+        "shadow: {requests: requests.jsonl, min_agreement: 0.99}\n"
+    )
+    report = run(registry, candidate.number, holdout, serve, text, base_dir=tmp_path)
+    checks = {c.name: c for c in report.stages[0].checks}
+    assert checks["request errors"].value == 0, checks["request errors"]
+    assert checks["agreement"].verdict == "pass" and checks["agreement"].value == 1.0

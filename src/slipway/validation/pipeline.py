@@ -241,6 +241,11 @@ class Validation:
             production=PRODUCTION,
             output_names=[s.name for s in self.candidate.signature.outputs],
             policy=shadow,
+            sole_inputs={
+                deployment: version.signature.inputs[0].name
+                for deployment, version in ((PRODUCTION, production), (CANDIDATE, self.candidate))
+                if len(version.signature.inputs) == 1
+            },
         )
         return checks, {**data, "source": source}
 

@@ -73,6 +73,16 @@ def requests_from_audit(
     return found[-limit:]
 
 
+def _named_for(body: Any, name: str | None) -> Any:
+    """``body`` with its one V2 input renamed to ``name`` (as it is otherwise)."""
+    if name is None or not is_v2(body) or len(body["inputs"]) != 1:
+        return body
+    (tensor,) = body["inputs"]
+    if tensor.get("name") == name:
+        return body
+    return {**body, "inputs": [{**tensor, "name": name}]}
+
+
 def replay(
     client: httpx.Client,
     requests: list[Any],
@@ -81,15 +91,19 @@ def replay(
     production: str,
     output_names: list[str],
     policy: ShadowPolicy,
+    sole_inputs: dict[str, str] | None = None,
 ) -> tuple[list[Check], dict[str, Any]]:
-    """Send each request to both deployments; checks and the data for the report's plots."""
+    """Send each request to both deployments; checks and the data for the report's plots.
+    ``sole_inputs``: the input name of each deployment whose version has exactly one; a V2
+    request with one input reaches such a deployment under that name (two versions may name
+    the same input differently, "input" and "X")."""
     rows = agree = errors = 0
     diffs: list[float] = []
     deltas_ms: list[float] = []
     for body in requests:
-        encoded = msgspec.json.encode(body)
         answers: list[tuple[dict[str, np.ndarray], float] | None] = []
         for deployment in (production, candidate):
+            encoded = msgspec.json.encode(_named_for(body, (sole_inputs or {}).get(deployment)))
             url = f"/v2/models/{deployment}/infer" if is_v2(body) else f"/predict/{deployment}"
             started = time.perf_counter()
             response = client.post(
