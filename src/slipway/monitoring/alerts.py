@@ -359,7 +359,7 @@ def evaluate_rules(
         for (name, deployment), state in sorted(states.items()):
             if name == rule.name and state.state == "firing":
                 closing = _event(rule, deployment, "resolved", None, now)
-                message = f"{rule.name}: the rule was removed while firing for {deployment}"
+                message = _removed(rule.name, deployment)
                 events.append(msgspec.structs.replace(closing, message=message))
     deployments = values.deployments()
     for rule in rules:
@@ -393,13 +393,18 @@ def restore_states(
             key = (event.rule, event.deployment)
             states[key] = AlertState(event.rule, event.deployment, "firing", event.at, event.value)
             continue
-        message = f"{event.rule}: the rule was removed while firing for {event.deployment}"
+        message = _removed(event.rule, event.deployment)
         closing.append(
             msgspec.structs.replace(
                 event, state="resolved", value=None, at=now, message=message, id=None
             )
         )
     return states, closing
+
+
+def _removed(rule: str, deployment: str) -> str:
+    """The message of the resolved event of a rule deleted while it fired."""
+    return f"{rule}: the rule was removed while firing for {deployment}"
 
 
 # -- delivery ----------------------------------------------------------------------------------
