@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from slipway.errors import SchemaTooNew
+from slipway.errors import RegistryUnavailable, SchemaTooNew
 from slipway.registry.db import WRITE_OPTION
 
 if TYPE_CHECKING:
@@ -90,7 +90,10 @@ def _at_head(engine: Engine) -> bool:
     try:
         with engine.connect() as conn:
             found = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    except DBAPIError:  # no alembic_version table yet: a new database
+    except (DBAPIError, RegistryUnavailable):
+        # No alembic_version table yet (a new database), or SQLite busy while another process
+        # creates it (switching a new file to WAL is not covered by the busy timeout): the
+        # locked path below decides, and waits its turn.
         return False
     return found == [HEAD]
 
