@@ -188,13 +188,28 @@ def test_evidence_bundle(prod: SqlStore) -> None:
     assert len(request.evidence_digest) == 64
 
 
-def test_a_newer_request_supersedes_an_open_one(prod: SqlStore) -> None:
+def test_a_newer_request_supersedes_a_pending_one(prod: SqlStore) -> None:
     first = approvals.request_promotion(prod, "churn-prod", "churn", 2, actor="dora")
     second = approvals.request_promotion(prod, "churn-prod", "churn", 2, actor="dora")
     assert approvals.get_request(prod, first.id).status == "cancelled"
     assert [r.id for r in approvals.list_requests(prod, status="pending")] == [second.id]
     with pytest.raises(InvalidInput, match="--deployment churn-prod --status pending"):
         approvals.decide(prod, first.id, approve=True, actor="abe")  # cancelled: the newer one
+    # The cancellation is on the record, with the request that superseded it.
+    cancelled = prod.events("deployment:churn-prod", kinds=("promotion.cancelled",))
+    assert [(e.actor, e.data) for e in cancelled] == [
+        ("dora", {"request": first.id, "superseded_by": second.id})
+    ]
+
+
+def test_an_approved_request_is_not_thrown_away_by_a_new_one(prod: SqlStore) -> None:
+    """Approvers' decisions are not undone by anyone who can ask again: the approved request
+    stands until it is used or its evidence moves."""
+    approved = approve(prod, "churn-prod", 2)
+    with pytest.raises(VersionConflict, match=f"request #{approved.id} .* already approved"):
+        approvals.request_promotion(prod, "churn-prod", "churn", 2, actor="dora")
+    assert approvals.get_request(prod, approved.id).status == "approved"
+    assert prod.set_deployment_version("churn-prod", 2, actor="dora").version == 2
 
 
 def test_deciding_a_closed_request_says_what_to_do(prod: SqlStore) -> None:

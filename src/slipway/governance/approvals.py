@@ -11,7 +11,8 @@ model's policy changes), every open request it concerns turns ``stale`` in the s
 an approval always refers to what the approvers saw.
 
 Status: ``pending`` → ``approved`` → ``promoted``; or ``rejected``, ``stale``, ``cancelled``
-(superseded by a newer request for the same deployment and version).
+(a pending request superseded by a newer one for the same deployment and version; an approved
+request is never superseded, only used or made stale).
 """
 
 from __future__ import annotations
@@ -203,7 +204,8 @@ def request_promotion(
     comment: str = "",
 ) -> PromotionRequest:
     """Ask for ``model@version`` (latest when None) to be promoted on ``deployment``, which may
-    not exist yet. An older open request for the same deployment and version is cancelled."""
+    not exist yet. An older pending request for the same deployment and version is cancelled
+    (recorded); an approved one refuses the new request with VersionConflict."""
     check_name("deployment", deployment)
     candidate = store.get_version(model, version)
     current = _served(store, deployment, model)
@@ -213,11 +215,18 @@ def request_promotion(
         bundle = build_bundle(
             candidate, current, _reports(session, model_id, model, candidate.number), policy
         )
-        for older in session.scalars(
+        superseded = session.scalars(
             _open_requests(model_id=model_id, version=candidate.number).where(
                 PromotionRequestRow.deployment == deployment
             )
-        ):
+        ).all()
+        for older in superseded:
+            if older.status == "approved":  # the approvers' decision is not anyone's to undo
+                raise VersionConflict(
+                    f"request #{older.id} for {model}@{candidate.number} on {deployment!r} is"
+                    " already approved; promote with it (it turns stale by itself when the"
+                    " evidence changes)"
+                )
             older.status = "cancelled"
         row = PromotionRequestRow(
             deployment=deployment,
@@ -234,6 +243,15 @@ def request_promotion(
         )
         session.add(row)
         session.flush()
+        for older in superseded:
+            event(
+                session,
+                store,
+                "promotion.cancelled",
+                f"deployment:{deployment}",
+                actor,
+                {"request": older.id, "superseded_by": row.id},
+            )
         record = _request(row, model, [], evidence=False)
         event(
             session,
