@@ -161,3 +161,15 @@ def test_opening_an_up_to_date_store_does_not_import_alembic(tmp_path: Path) -> 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_events_are_indexed_by_kind(store_url: str) -> None:
+    """The dashboard and readiness ask for the newest events of some kinds across every
+    subject: on a registry with a long history that must not read the whole table."""
+    engine = create_engine(store_url)
+    try:
+        migrate(engine)
+        names = {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("events")}
+    finally:
+        engine.dispose()
+    assert names["ix_events_kind_id"] == ["kind", "id"]

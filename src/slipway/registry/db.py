@@ -182,7 +182,11 @@ class EventRow(Base):
     """One entry of the registry's append-only change history."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_subject_id", "subject", "id"),)
+    # Newest-first by subject (a version's or deployment's history) and by kind (across all).
+    __table_args__ = (
+        Index("ix_events_subject_id", "subject", "id"),
+        Index("ix_events_kind_id", "kind", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[dt.datetime]

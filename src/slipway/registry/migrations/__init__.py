@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent
-HEAD = "0005"  # the newest revision in versions/
+HEAD = "0006"  # the newest revision in versions/
 # Any constant works; it only has to be the same for every Slipway process on one server.
 _PG_LOCK_KEY = 0x5_11_94_A7
 
