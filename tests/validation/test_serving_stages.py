@@ -222,3 +222,45 @@ def test_shadow_replays_v2_requests_to_versions_that_name_their_input_differentl
     checks = {c.name: c for c in report.stages[0].checks}
     assert checks["request errors"].value == 0, checks["request errors"]
     assert checks["agreement"].verdict == "pass" and checks["agreement"].value == 1.0
+
+
+def test_shadow_refuses_versions_whose_inputs_cannot_be_matched(registry, holdout, serve, tmp_path):
+    """A candidate taking two inputs, against production's one: no recorded request can reach
+    both, so the stage fails saying why rather than counting every request as an error."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from slipway.validation.wire import v2_body
+
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [30, 1], [0.01] * 30)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Concat", ["left", "right"], ["both"], axis=1),
+            helper.make_node("MatMul", ["both", "w"], ["score"]),
+        ],
+        "two_inputs",
+        [
+            helper.make_tensor_value_info("left", TensorProto.FLOAT, [None, 15]),
+            helper.make_tensor_value_info("right", TensorProto.FLOAT, [None, 15]),
+        ],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])],
+        initializer=[weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "two.onnx"
+    path.write_bytes(model.SerializeToString())
+    onnx.checker.check_model(model)
+    candidate = registry.register_onnx("cancer", path)
+    rows = holdout.features[:6].astype("float32")
+    (tmp_path / "requests.jsonl").write_text(v2_body({"input": rows}).decode() + "\n")
+    text = (
+        ONLY_SERVING
+        + "integration: null\nagainst: cancer-prod\nshadow: {requests: requests.jsonl}\n"
+    )
+    report = run(registry, candidate.number, holdout, serve, text, base_dir=tmp_path)
+    [shadow] = report.stages
+    assert not shadow.passed
+    checks = {c.name: c for c in shadow.checks}
+    assert checks["input names"].verdict == "fail"
+    assert "left, right" in checks["input names"].detail
+    assert "input" in checks["input names"].detail

@@ -221,6 +221,8 @@ class Validation:
         if production is None or against is None:
             why = "shadow replay needs --against DEPLOYMENT or the policy's against"
             return [Check("production version", None, "", "fail", why)], {}
+        if (mismatch := _unmatched_inputs(production, self.candidate)) is not None:
+            return [Check("input names", None, "", "fail", mismatch)], {}
         if shadow.requests == "audit":
             source = f"audit log of {against}"
             requests = requests_from_audit(self.store, against, shadow.limit, production.signature)
@@ -261,6 +263,20 @@ class Validation:
         """The model's direct answer, after the candidate's preprocess (scores, not hooks'
         output, are what quality is measured on)."""
         return lambda inputs: runtime.predict(self._prepared(inputs))
+
+
+def _unmatched_inputs(production: VersionRecord, candidate: VersionRecord) -> str | None:
+    """Why one recorded request cannot reach both versions, or None when it can: the same input
+    names, or one input each (sent to each side under its own name)."""
+    ours = [s.name for s in production.signature.inputs]
+    theirs = [s.name for s in candidate.signature.inputs]
+    if sorted(ours) == sorted(theirs) or len(ours) == len(theirs) == 1:
+        return None
+    return (
+        f"the candidate's inputs ({', '.join(theirs)}) are not production's"
+        f" ({', '.join(ours)}): no request can be sent to both as it is; export the"
+        " candidate with production's input names to compare them in shadow"
+    )
 
 
 def _production_deployment(store: SqlStore, version: VersionRecord) -> str | None:
