@@ -203,6 +203,88 @@ def test_a_failed_write_is_retried_with_the_records_built_meanwhile(tmp_path) ->
     assert audit.verify(store).ok
 
 
+def test_redact_and_keys_reach_columns_of_mlflow_bodies(store: SqlStore) -> None:
+    """MLflow's dataframe_split names its columns apart from their values: a redacted column's
+    values are replaced in every row, and a key column's values copied."""
+    split = json.dumps(
+        {"dataframe_split": {"columns": ["age", "ssn", "customer_id"],
+                             "data": [[40, "123-45-6789", 7], [51, "987-65-4321", 8]]}}
+    ).encode()  # fmt: skip
+    records = json.dumps(
+        {"dataframe_records": [{"age": 40, "ssn": "123-45-6789", "customer_id": 9}]}
+    ).encode()
+    policy = InferencePolicy(payload="redact", redact=["ssn"], keys=["customer_id"])
+    recorder = PredictionRecorder(store, lambda name: Deployment(policy))
+    csv_body = b"age,ssn,customer_id\n40,123-45-6789,5\n"
+    for i, body in enumerate((split, records, csv_body)):
+        recorder.record(
+            "churn-prod", 1, "ok", 0.01, body, b'{"predictions": [1]}', request_id=f"r{i}"
+        )
+    asyncio.run(recorder.flush())
+    by_id = {r.request_id: r.data for r in audit.query(store, kind="prediction")}
+    assert "-45-" not in json.dumps(by_id) and "-65-" not in json.dumps(by_id)
+    assert by_id["r0"]["input"]["dataframe_split"]["data"] == [
+        [40, "[redacted]", 7], [51, "[redacted]", 8]
+    ]  # fmt: skip
+    assert by_id["r0"]["keys"] == {"customer_id": [7, 8]}
+    assert by_id["r1"]["input"]["dataframe_records"] == [
+        {"age": 40, "ssn": "[redacted]", "customer_id": 9}
+    ]
+    assert by_id["r1"]["keys"] == {"customer_id": 9}
+    assert by_id["r2"]["input"] == {
+        "csv": {"columns": ["age", "ssn", "customer_id"], "data": [["40", "[redacted]", "5"]]}
+    }
+    assert by_id["r2"]["keys"] == {"customer_id": "5"}
+
+
+def test_mlflow_and_kserve_predictions_are_audited_as_sent(client, gov_server, cancer) -> None:
+    """The policy applies to the body the client sent, whatever the protocol: a column named in
+    ``redact`` is replaced, not kept inside a decoded matrix."""
+    admin = client("admin")
+    policy = {"inference": {"payload": "redact", "redact": ["x3"]}}
+    assert admin.patch("/api/deployments/cancer-prod/policy", json=policy).status_code == 200
+    deadline = time.monotonic() + 10
+    while gov_server.app.repository.deployments["cancer-prod"].inference.redact != ["x3"]:
+        assert time.monotonic() < deadline, "the replica did not reload the deployment"
+        time.sleep(0.05)
+    record = gov_server.app.repository.resolve("cancer-prod")[1].record
+    names = [f.name for f in record.profile.features]
+    assert names[3] == "x3"
+    row = cancer[0][0].tolist()
+    http = client()
+    split = {"dataframe_split": {"columns": names, "data": [row]}}
+    response = http.post(
+        "/mlflow/cancer-prod/invocations", json=split, headers={"x-request-id": "mlflow-1"}
+    )
+    assert response.status_code == 200, response.text
+    text = ",".join(names) + "\n" + ",".join(map(str, row)) + "\n"
+    response = http.post(
+        "/mlflow/cancer-prod/invocations",
+        content=text,
+        headers={"x-request-id": "csv-1", "content-type": "text/csv"},
+    )
+    assert response.status_code == 200, response.text
+    v1 = {"instances": [dict(zip(names, row, strict=True))]}
+    response = http.post(
+        "/v1/models/cancer-prod:predict", json=v1, headers={"x-request-id": "kserve-1"}
+    )
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 10
+    while len(audit.query(gov_server.app.store, request_id="kserve-1")) < 1:
+        assert time.monotonic() < deadline, "prediction records were not written"
+        time.sleep(0.05)
+    (mlflow,) = audit.query(gov_server.app.store, request_id="mlflow-1")
+    data = mlflow.data["input"]["dataframe_split"]["data"]
+    assert data[0][3] == "[redacted]" and data[0][2] == row[2]
+    assert "predictions" in mlflow.data["output"]
+    (csv_record,) = audit.query(gov_server.app.store, request_id="csv-1")
+    assert csv_record.data["input"]["csv"]["data"][0][3] == "[redacted]"
+    (kserve,) = audit.query(gov_server.app.store, request_id="kserve-1")
+    instance = kserve.data["input"]["instances"][0]
+    assert instance["x3"] == "[redacted]" and instance["x2"] == row[2]
+    assert "predictions" in kserve.data["output"]
+
+
 def test_predictions_through_the_server_are_audited(client, gov_registry, cancer) -> None:
     http = client()
     body = v2_body(cancer[0][:2], id="v2-id-1")

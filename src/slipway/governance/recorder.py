@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import csv
 import datetime as dt
 import hashlib
+import io
 import itertools
 import logging
 import random
@@ -351,13 +353,21 @@ def _plain(value: Any) -> Any:
 
 
 def _decode(value: Any) -> Any:
+    """A body as JSON; a CSV body (MLflow's ``text/csv``) as ``{"csv": {"columns", "data"}}``
+    so that its columns can be redacted; anything else as its size and sha256."""
     if value is None:
         return None
     if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
         try:
-            return msgspec.json.decode(bytes(value))
+            return msgspec.json.decode(raw)
         except msgspec.DecodeError:
-            return {"undecodable_bytes": len(value), "sha256": _sha256(bytes(value))}
+            pass
+        try:
+            header, *rows = csv.reader(io.StringIO(raw.decode("utf-8")))
+        except (UnicodeDecodeError, ValueError, csv.Error):
+            return {"undecodable_bytes": len(raw), "sha256": _sha256(raw)}
+        return {"csv": {"columns": header, "data": rows}}
     return _plain(value)
 
 
@@ -370,21 +380,42 @@ def _sha256(value: Any) -> str | None:
 
 
 def _redact(value: Any, fields: set[str]) -> Any:
-    """``value`` with every dict entry named in ``fields`` replaced, and the ``data`` of every V2
-    tensor (``{"name": ..., "data": ...}``) named in ``fields`` replaced too."""
+    """``value`` with every dict entry named in ``fields`` replaced, the ``data`` of every V2
+    tensor (``{"name": ..., "data": ...}``) named in ``fields`` replaced, and the values of
+    every column named in ``fields`` of a split table (MLflow's ``{"columns", "data"}``)."""
     if not fields:
         return value
     if isinstance(value, dict):
         if value.get("name") in fields and "data" in value:
             return {**value, "data": REDACTED}
+        if (hidden := _split_columns(value, fields)) is not None:
+            rows = [
+                [REDACTED if i in hidden else cell for i, cell in enumerate(row)]
+                if isinstance(row, list)
+                else _redact(row, fields)
+                for row in value["data"]
+            ]
+            return {
+                **_redact({k: v for k, v in value.items() if k != "data"}, fields),
+                "data": rows,
+            }
         return {k: REDACTED if k in fields else _redact(v, fields) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v, fields) for v in value]
     return value
 
 
+def _split_columns(value: dict[str, Any], fields: set[str]) -> set[int] | None:
+    """The positions of ``fields`` among a split table's ``columns``; None for anything else."""
+    columns, data = value.get("columns"), value.get("data")
+    if not isinstance(columns, list) or not isinstance(data, list):
+        return None
+    return {i for i, name in enumerate(columns) if isinstance(name, str) and name in fields}
+
+
 def _find(value: Any, field: str) -> Any:
-    """A business key's value(s): top level, V2 ``parameters``, or each instance dict."""
+    """A business key's value(s): top level, V2 ``parameters``, each instance or record dict,
+    or the column of that name of MLflow's ``dataframe_split`` or CSV body."""
     if not isinstance(value, dict):
         return None
     if field in value:
@@ -392,9 +423,14 @@ def _find(value: Any, field: str) -> Any:
     parameters = value.get("parameters")
     if isinstance(parameters, dict) and field in parameters:
         return parameters[field]
-    instances = value.get("instances")
-    if isinstance(instances, list):
-        found = [row[field] for row in instances if isinstance(row, dict) and field in row]
-        if found:
-            return found if len(found) > 1 else found[0]
+    found: list[Any] = []
+    for rows in (value.get("instances"), value.get("dataframe_records")):
+        if isinstance(rows, list):
+            found.extend(row[field] for row in rows if isinstance(row, dict) and field in row)
+    split = value.get("dataframe_split", value.get("csv"))
+    if isinstance(split, dict) and (at := _split_columns(split, {field})):
+        i = min(at)
+        found.extend(row[i] for row in split["data"] if isinstance(row, list) and len(row) > i)
+    if found:
+        return found if len(found) > 1 else found[0]
     return None

@@ -379,17 +379,24 @@ class SlipwayApp:
         encode: Callable[[str, LoadedVersion, dict[str, np.ndarray]], _T],
         scope: Scope,
         request_id: str | None = None,
+        body: bytes | None = None,
     ) -> _T:
         """The data plane every other protocol (MLflow, KServe V1, gRPC) shares with V2 REST.
 
         Route → ``decode`` (for the chosen version) → batch queue → ``encode``, with metrics,
         rollout evidence, prediction events and (when on) tracing. ``scope`` carries the
-        request headers (gRPC: its metadata).
+        request headers (gRPC: its metadata). ``body``: the JSON request as sent, which the
+        audit record then keeps (with the encoded answer) so the deployment's payload policy
+        sees the client's field and column names; without it, the decoded arrays.
         """
         if self.tracing is None:
-            return await self._serve_inference(name, version, decode, encode, scope, request_id)
+            return await self._serve_inference(
+                name, version, decode, encode, scope, request_id, body
+            )
         with self.tracing.request(name, scope, str(scope.get("type", "http"))):
-            return await self._serve_inference(name, version, decode, encode, scope, request_id)
+            return await self._serve_inference(
+                name, version, decode, encode, scope, request_id, body
+            )
 
     async def _serve_inference(
         self,
@@ -399,11 +406,13 @@ class SlipwayApp:
         encode: Callable[[str, LoadedVersion, dict[str, np.ndarray]], _T],
         scope: Scope,
         request_id: str | None,
+        body: bytes | None,
     ) -> _T:
         started = time.perf_counter()
         outcome = "ok"
         deployment, loaded = name, None
         inputs = outputs = actor = None
+        answer: Any = None
         trace = None if self.tracing is None else current_trace()
         try:
             deployment, loaded = self._route(name, version, scope)
@@ -419,15 +428,17 @@ class SlipwayApp:
             result = encode(deployment, loaded, outputs)
             if trace is not None:
                 trace.mark("encoded")
+            answer = result
             self._emit(scope, request_id, deployment, loaded, inputs, outputs)
             return result
         except SlipwayError as exc:
             outcome = self.metrics.outcome_of(status_for(exc))
             raise
         finally:
+            audited = (inputs, outputs) if body is None else (body, answer)
             self._observe(
                 scope, deployment, loaded, outcome, started, inputs, outputs, request_id, actor,
-                inputs, outputs,
+                *audited,
             )  # fmt: skip
 
     def _observe(

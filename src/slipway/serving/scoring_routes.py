@@ -56,6 +56,7 @@ class DataPlane(Protocol):
         encode: Callable[[str, LoadedVersion, dict[str, np.ndarray]], T],
         scope: Scope,
         request_id: str | None = None,
+        body: bytes | None = None,
     ) -> T: ...
 
 
@@ -136,7 +137,8 @@ async def _invocations(
     def encode(_: str, __: LoadedVersion, outputs: dict[str, np.ndarray]) -> bytes:
         return mlflow_scoring.encode_scoring_response(outputs, named=named)
 
-    payload = await plane.run_inference(deployment, None, decode, encode, scope)
+    # Audited as sent: its column names (JSON or CSV header) reach the payload policy.
+    payload = await plane.run_inference(deployment, None, decode, encode, scope, body=body)
     await send_bytes(send, 200, payload)
 
 
@@ -169,5 +171,5 @@ async def _v1(
     def encode(_: str, __: LoadedVersion, outputs: dict[str, np.ndarray]) -> bytes:
         return kserve_v1.encode_v1_response(outputs)
 
-    payload = await plane.run_inference(name, None, decode, encode, scope)
+    payload = await plane.run_inference(name, None, decode, encode, scope, body=body)
     await send_bytes(send, 200, payload)
