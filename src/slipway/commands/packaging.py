@@ -45,10 +45,18 @@ def package(
     cpu_limit: Annotated[str, typer.Option(help="CPU limit per replica")] = "2",
     memory: Annotated[str, typer.Option(help="Memory request per replica")] = "512Mi",
     memory_limit: Annotated[str, typer.Option(help="Memory limit per replica")] = "2Gi",
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            help="Image platform the lock is resolved for: linux/amd64 or linux/arm64"
+            " (default: Linux on this machine's architecture)"
+        ),
+    ] = None,
 ) -> None:
     """Write a self-contained bundle of a model version: artifact, manifest, serving lock,
     slipway wheel, Dockerfile, Kubernetes manifests, README (and the handler when given)."""
     from slipway.packaging.bundle import BundleOptions, check_options, write_bundle
+    from slipway.packaging.target import docker_platform
     from slipway.registry.names import parse_ref
 
     model, number = parse_ref(ref)
@@ -65,6 +73,7 @@ def package(
         image=image,
         handler=handler,
         extra_requirements=tuple(requirement or ()),
+        platform=platform,
         kubernetes={
             "replicas": replicas,
             "min_replicas": min(replicas, max_replicas),
@@ -102,7 +111,10 @@ def package(
         f" (deployment {manifest.serving.deployment}, lock: {len(manifest.requirements)}"
         " direct requirements)"
     )
-    console.print(f"serve it: slipway serve --bundle {target}   or: docker build -t IMAGE {target}")
+    console.print(
+        f"serve it: slipway serve --bundle {target}   or:"
+        f" docker build --platform {docker_platform(manifest.platform)} -t IMAGE {target}"
+    )
 
 
 def _check_resources(replicas: int, max_replicas: int, **quantities: str) -> None:

@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -44,6 +43,7 @@ from slipway.packaging.manifest import (
 )
 from slipway.packaging.readme import render_readme
 from slipway.packaging.record import record_bundle
+from slipway.packaging.target import Target, host_target, parse_target
 from slipway.registry.artifacts import ArtifactStore
 from slipway.registry.names import check_name
 from slipway.registry.records import BatchingConfig, VersionRecord
@@ -88,6 +88,12 @@ class BundleOptions:
     handler_test_timeout_s: float = 120.0
     resolve_timeout_s: float = 300.0
     kubernetes: dict[str, object] = field(default_factory=dict)  # KubernetesOptions fields
+    # The image's platform, "linux/amd64" or "linux/arm64"; None: this machine's architecture.
+    platform: str | None = None
+
+    def target(self) -> Target:
+        """The platform the lock is resolved for (InvalidInput for one no image runs on)."""
+        return parse_target(self.platform) if self.platform is not None else host_target()
 
 
 def installed_version(name: str) -> str | None:
@@ -222,6 +228,7 @@ def check_options(options: BundleOptions) -> None:
         kubernetes.check_image(options.image)
     for pinned in options.extra_requirements:
         lock.check_pinned(pinned)
+    options.target()
 
 
 def _checked_handler(options: BundleOptions, step: Step) -> Path | None:
@@ -283,9 +290,10 @@ def _assemble(
     requirements = lock.serving_requirements(
         record.format, lock.wheel_requires(wheel), installed, options.extra_requirements
     )
-    packages = lock.resolve(requirements, timeout_s=options.resolve_timeout_s)
+    target = options.target()
+    packages = lock.resolve(requirements, timeout_s=options.resolve_timeout_s, target=target)
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    lock_text = lock.render_lock(packages, requirements, python)
+    lock_text = lock.render_lock(packages, requirements, python, target.platform)
     (work / LOCK).write_text(lock_text)
 
     deployment = options.deployment or record.model
@@ -308,7 +316,7 @@ def _assemble(
         lock=FileRef(LOCK, sha256_file(work / LOCK)),
         requirements=requirements,
         python=python,
-        platform=sysconfig.get_platform(),
+        platform=target.platform,
         serving=serving,
         handler=handler_ref,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -326,6 +334,7 @@ def _assemble(
             "slipway.dev/model": kubernetes.kubernetes_name(record.model),
             "slipway.dev/version": str(record.number),
         },
+        arch=target.arch,
     )
     if options.kubernetes:
         k8s = replace(k8s, **options.kubernetes)  # type: ignore[arg-type]

@@ -57,6 +57,7 @@ class KubernetesOptions:
     drain_s: int = 15
     environment: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    arch: str | None = None  # "amd64", "arm64": the image's; pods go only to such nodes
 
 
 def quantity(text: str) -> Decimal | None:
@@ -202,6 +203,16 @@ def render_manifests(options: KubernetesOptions) -> dict[str, dict[str, Any]]:
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "automountServiceAccountToken": False,
+                    **(
+                        {
+                            "nodeSelector": {
+                                "kubernetes.io/os": "linux",
+                                "kubernetes.io/arch": options.arch,
+                            }
+                        }
+                        if options.arch
+                        else {}
+                    ),
                     "containers": [container],
                     "volumes": [
                         {"name": "home", "emptyDir": {}},

@@ -31,6 +31,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from slipway.errors import InvalidInput, PackagingFailed
 from slipway.packaging.manifest import sha256_file
+from slipway.packaging.target import Target, is_native, pip_options
 
 # Extras of slipway's own metadata a replica always gets (the shared PostgreSQL registry), and
 # the extra each non-ONNX format's runtime needs (see runtimes/base.py and pyproject.toml).
@@ -141,10 +142,26 @@ def wheel_requires(wheel: Path) -> list[str]:
 
 
 def resolve(
-    requirements: list[str], *, python: str = sys.executable, timeout_s: float = 300
+    requirements: list[str],
+    *,
+    python: str = sys.executable,
+    timeout_s: float = 300,
+    target: Target | None = None,
 ) -> list[LockedPackage]:
     """Ask pip's resolver (with this machine's index configuration) for the full set of
-    distributions ``requirements`` need, as wheels; nothing is installed."""
+    distributions ``requirements`` need, as wheels; nothing is installed. ``target``: the
+    image's platform when it is not this machine's (see ``target.py``)."""
+    cross: list[str] = []
+    if target is not None and not is_native(target):
+        compiled = sorted({canonical(Requirement(r).name) for r in requirements} & SOURCE_ONLY)
+        if compiled:
+            raise PackagingFailed(
+                f"{', '.join(compiled)} publishes no wheels and is compiled at install, which"
+                f" cannot be resolved for {target.docker} from this machine; package on a"
+                f" Linux {target.arch} machine"
+            )
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        cross = pip_options(target, version)
     with tempfile.TemporaryDirectory(prefix="slipway-lock-") as tmp:
         report = Path(tmp) / "report.json"
         command = [
@@ -156,6 +173,7 @@ def resolve(
             "--quiet",
             "--ignore-installed",
             "--only-binary=:all:",
+            *cross,
             *source_only_options(requirements),
             "--report",
             str(report),
@@ -202,7 +220,9 @@ def packages_from_report(report: dict[str, Any]) -> list[LockedPackage]:
     return sorted(packages, key=lambda p: canonical(p.name))
 
 
-def render_lock(packages: list[LockedPackage], requirements: list[str], python: str) -> str:
+def render_lock(
+    packages: list[LockedPackage], requirements: list[str], python: str, platform: str = ""
+) -> str:
     """The lock file: a header saying what it was resolved from, then one ``==`` pin per
     distribution, each with ``--hash`` when every file's hash is known (pip's hash-checking
     mode is all or nothing)."""
@@ -215,7 +235,7 @@ def render_lock(packages: list[LockedPackage], requirements: list[str], python: 
     hashed = all(p.sha256 for p in packages)
     lines = [
         "# Serving lock written by `slipway package`: exact pins resolved by pip for Python"
-        f" {python}.",
+        f" {python}{f' on {platform}' if platform else ''}.",
         f"# Resolved from: {' '.join(requirements)}",
         "# Install: pip install --no-deps"
         + (" --require-hashes" if hashed else "")

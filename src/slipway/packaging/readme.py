@@ -73,10 +73,12 @@ registry whose `{record.model}@{record.number}` has other content), creates depl
 ## Docker
 
 ```sh
-docker build -t {k8s.image} .
+docker build{f" --platform linux/{k8s.arch}" if k8s.arch else ""} -t {k8s.image} .
 docker run --rm -p {serving.port}:{serving.port} {k8s.image}
 ```
 
+The lock holds the wheels for {manifest.platform}, so the image is built for that platform
+(elsewhere Docker emulates it; `slipway package --platform` resolves for another).
 The image runs as user {USER_ID}, exposes port {serving.port} and reports healthy when
 `/v2/health/ready` answers 200. It holds no secret: pass `SLIPWAY_DATABASE_URL` at run time to
 use a shared registry.
