@@ -35,11 +35,17 @@ _ABOVE_0 = (
     "events_flush_interval_s", "monitor_interval_s", "drift_interval_s", "drift_window_size",
     "token_refresh_s", "audit_flush_interval_s",
 )  # fmt: skip
+# The choices of the settings that name a mode; the modules that act on them check against
+# these too (the ONNX runtime's device, the audit recorder's and events sink's modes).
+DEVICES = ("cpu", "gpu", "auto")
+EVENTS_MODES = ("binary", "batch")
+DRIFT_WINDOWS = ("time", "rows")
+AUDIT_MODES = ("fail-open", "fail-closed", "off")
 _CHOICES = {
-    "device": ("cpu", "gpu", "auto"),
-    "events_mode": ("binary", "batch"),
-    "drift_window": ("time", "rows"),
-    "audit_predictions": ("fail-open", "fail-closed", "off"),
+    "device": DEVICES,
+    "events_mode": EVENTS_MODES,
+    "drift_window": DRIFT_WINDOWS,
+    "audit_predictions": AUDIT_MODES,
     "monitoring": (0, 1),
     "alert_evaluation": (0, 1),
     "auth": (0, 1),

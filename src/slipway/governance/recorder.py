@@ -38,10 +38,10 @@ from slipway.registry.audit import AuditEntry, SqliteRow, append, canonical_json
 from slipway.registry.names import storable_request_id
 from slipway.registry.records import DeploymentRecord, InferencePolicy
 from slipway.registry.store import SqlStore
+from slipway.settings import AUDIT_MODES
 
 log = logging.getLogger("slipway.audit")
 
-MODES = ("fail-open", "fail-closed", "off")
 REDACTED = "[redacted]"
 _DEFAULT_POLICY = InferencePolicy()
 # Records built per turn of the event loop: ~9 µs each (body hashes, JSON, chain link), so a
@@ -73,8 +73,8 @@ class PredictionRecorder:
         registry: CollectorRegistry | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        if mode not in MODES:
-            raise InvalidInput(f"unknown audit mode {mode!r}; use one of {', '.join(MODES)}")
+        if mode not in AUDIT_MODES:
+            raise InvalidInput(f"unknown audit mode {mode!r}; use one of {', '.join(AUDIT_MODES)}")
         self.store = store
         self.deployment_for = deployment_for
         self.enabled = mode != "off"

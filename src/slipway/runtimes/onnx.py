@@ -31,6 +31,7 @@ from slipway.errors import (
 )
 from slipway.registry.records import Signature, TensorSpec
 from slipway.runtimes.base import V2_TO_NUMPY
+from slipway.settings import DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,6 @@ def check_external_data(path: Path) -> None:
 
 
 GPU_PROVIDERS = ("CUDAExecutionProvider",)
-DEVICES = ("cpu", "gpu", "auto")
 
 
 def providers_for_device(device: str, available: list[str] | None = None) -> list[str]:

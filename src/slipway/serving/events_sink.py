@@ -35,6 +35,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
 from slipway.runtimes.base import v2_datatype
+from slipway.settings import EVENTS_MODES
 
 if TYPE_CHECKING:  # imported by start(): a server without a sink never loads it
     import httpx
@@ -44,7 +45,6 @@ log = logging.getLogger("slipway.serving.events")
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
-MODES = ("binary", "batch")
 
 _encoder = msgspec.json.Encoder()
 
@@ -124,8 +124,8 @@ class CloudEventsSink:
         registry: CollectorRegistry | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"events mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode not in EVENTS_MODES:
+            raise ValueError(f"events mode must be one of {', '.join(EVENTS_MODES)}, got {mode!r}")
         self.url = url
         self.mode = mode
         self.batch_size = batch_size
