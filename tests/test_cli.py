@@ -251,6 +251,41 @@ def test_predict_exit_codes_follow_the_servers_answer(tmp_path, iris_onnx) -> No
     assert "cannot reach Slipway" in down
 
 
+def test_predict_reads_rows_from_csv_and_npy_files(tmp_path, iris_onnx) -> None:
+    """Rows kept as CSV (with or without a header naming the features) or a .npy array are
+    sent as they are; the answers are the same as for the JSON rows."""
+    import numpy as np
+
+    from slipway.local import Registry
+    from slipway.server import BackgroundServer
+    from slipway.settings import Settings
+
+    path, x = iris_onnx
+    home = tmp_path / "home"
+    settings = Settings.from_env({"SLIPWAY_HOME": str(home)}, port=0)
+    with Registry(settings) as registry:
+        registry.register_onnx("iris", path)
+        registry.store.create_deployment("iris-prod", "iris", 1)
+    rows = x[[0, 60, 120]]
+    np.savetxt(tmp_path / "plain.csv", rows, delimiter=",")
+    np.savetxt(tmp_path / "named.csv", rows, delimiter=",", header="a,b,c,d", comments="")
+    np.save(tmp_path / "rows.npy", rows)
+    with BackgroundServer(settings) as server:
+        url = ["--url", server.url]
+        answers = []
+        files = [f"@{tmp_path / name}" for name in ("plain.csv", "named.csv", "rows.npy")]
+        for argument in (json.dumps(rows.tolist()), *files):
+            result = slipway(home, "predict", "iris-prod", argument, *url)
+            assert result.returncode == 0, result.stderr
+            answers.append(json.loads(result.stdout)["predictions"])
+        assert answers[0] == [0, 1, 2] and all(a == answers[0] for a in answers)
+        (tmp_path / "short.csv").write_text("a,b\n1,2\n")
+        line = assert_one_line_error(
+            slipway(home, "predict", "iris-prod", f"@{tmp_path / 'short.csv'}", *url), 2
+        )
+        assert "HTTP 400" in line
+
+
 def test_deploy_changes_nothing_when_its_batching_is_refused(tmp_path, iris_onnx) -> None:
     from slipway.local import Registry
     from slipway.settings import Settings

@@ -470,22 +470,34 @@ def serve(
 @app.command()
 def predict(
     deployment: Annotated[str, typer.Argument(help="Deployment name")],
-    instances: Annotated[str, typer.Argument(help='JSON rows, e.g. "[[1.0, 2.0]]", or @file.json')],
+    instances: Annotated[
+        str,
+        typer.Argument(
+            help='JSON rows, e.g. "[[1.0, 2.0]]", or @file.json, @file.csv (a header row names'
+            " the features), @file.npy"
+        ),
+    ],
     url: Annotated[str, typer.Option(help="Slipway server URL")] = "http://127.0.0.1:8000",
 ) -> None:
     """Send rows to a running server's /predict endpoint and print the answer."""
     from slipway.client import Client
 
-    text: str | bytes = instances
-    if instances.startswith("@"):
-        text = read_input(Path(instances[1:]), "the rows file")
-    try:
-        rows = json.loads(text)
-    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for binary files
-        where = f" in {instances[1:]}" if instances.startswith("@") else ""
-        raise errors.InvalidInput(f"the rows{where} are not valid JSON: {exc}") from None
-    if isinstance(rows, dict) and "instances" in rows:
-        rows = rows["instances"]
+    path = Path(instances[1:]) if instances.startswith("@") else None
+    rows: Any
+    if path is not None and path.suffix.lower() in (".csv", ".npy"):
+        array, names = read_rows(path, "the rows file")
+        rows = array.tolist()
+        if names is not None:  # named columns travel as feature objects
+            rows = [dict(zip(names, row, strict=True)) for row in rows]
+    else:
+        text = instances if path is None else read_input(path, "the rows file")
+        try:
+            rows = json.loads(text)
+        except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for binary files
+            where = f" in {path}" if path is not None else ""
+            raise errors.InvalidInput(f"the rows{where} are not valid JSON: {exc}") from None
+        if isinstance(rows, dict) and "instances" in rows:
+            rows = rows["instances"]
     with Client(url, token=os.environ.get("SLIPWAY_TOKEN")) as client:
         result = client.predict(deployment, rows)
     console.print_json(json.dumps(result))
