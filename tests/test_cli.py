@@ -85,6 +85,10 @@ def test_register_list_show_deploy(tmp_path, iris_onnx) -> None:
     assert record["meta"]["hyperparameters"] == {"C": "1.0"}
     assert record["profile"]["rows"] == 150
     assert "first" in slipway(home, "models", "show", "iris").stdout
+    # No training data recorded: one dash, not a reference and a hash of dashes.
+    shown_2 = slipway(home, "models", "show", "iris@2").stdout.splitlines()
+    [lineage] = [line for line in shown_2 if "training data" in line]
+    assert lineage.replace("│", " ").split() == ["training", "data", "-"]
     deployed = slipway(home, "deploy", "iris-prod", "iris@1")
     assert deployed.returncode == 0 and "iris@1" in deployed.stdout
     moved = slipway(home, "deploy", "iris-prod", "iris")

@@ -326,9 +326,10 @@ def _print_version(record: Any) -> None:
         table.add_row("output", f"{spec.name} {spec.datatype} {spec.shape}")
     meta = record.meta
     table.add_row("description", meta.description)
-    table.add_row(
-        "training data", f"{meta.training_data or '-'} sha256:{meta.training_data_sha256 or '-'}"
-    )
+    lineage = [meta.training_data or ""]
+    if meta.training_data_sha256:
+        lineage.append(f"sha256:{meta.training_data_sha256}")
+    table.add_row("training data", " ".join(filter(None, lineage)) or "-")
     table.add_row("hyperparameters", json.dumps(meta.hyperparameters))
     table.add_row("metrics", json.dumps(meta.metrics))
     table.add_row("tags", json.dumps(meta.tags))
