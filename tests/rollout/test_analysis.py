@@ -70,6 +70,18 @@ def test_the_output_ks_gate_uses_the_two_sample_ks_statistic() -> None:
         assert ks_statistic(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
 
 
+def test_the_p99_check_speaks_in_seconds_and_says_its_rule_before_there_is_data() -> None:
+    """No latency yet: no threshold to show (it depends on the stable arm's p99), only the
+    rule; then the candidate's p99 against the limit, both in seconds."""
+    waiting = {c.name: c for c in evaluate(ArmStats(), ArmStats(), GATES).checks}["p99_latency"]
+    assert (waiting.status, waiting.value, waiting.threshold) == ("wait", None, None)
+    assert waiting.detail == "limit: 1.5 × stable p99 + 5 ms"
+    done = {c.name: c for c in evaluate(arm(500), arm(500, seed=1), GATES).checks}
+    check = done["p99_latency"]
+    assert check.status == "pass" and check.value is not None and check.threshold is not None
+    assert check.value < check.threshold < 1.0 and "ms vs stable" in check.detail
+
+
 def test_a_healthy_candidate_passes() -> None:
     result = evaluate(arm(500, errors=1), arm(400, errors=1, seed=5), GATES)
     assert result.verdict == "pass", result

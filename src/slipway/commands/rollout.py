@@ -192,10 +192,17 @@ def status(
     console.print(weights)
     analysis = rollout.get("analysis")
     if analysis:
-        checks = Table("check", "status", "value", "threshold", "samples", title="analysis")
+        checks = Table(
+            "check", "status", "value", "threshold", "samples", "detail", title="analysis"
+        )
         for c in analysis["checks"]:
             checks.add_row(
-                c["name"], c["status"], _num(c["value"]), _num(c["threshold"]), str(c["samples"])
+                c["name"],
+                c["status"],
+                _num(c["value"]),
+                _num(c["threshold"]),
+                str(c["samples"]),
+                c.get("detail") or "",
             )
         console.print(checks)
     if "shadow" in report:

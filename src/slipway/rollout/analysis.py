@@ -168,7 +168,8 @@ def evaluate(
     if gates.max_p99_ratio is not None:
         ours, theirs = candidate.p99_s(), stable.p99_s()
         if ours is None or theirs is None:
-            checks.append(Check("p99_latency", "wait", None, gates.max_p99_ratio, n))
+            rule = f"limit: {gates.max_p99_ratio:g} × stable p99 + {gates.p99_slack_ms:g} ms"
+            checks.append(Check("p99_latency", "wait", None, None, n, rule))
         else:
             limit = theirs * gates.max_p99_ratio + gates.p99_slack_ms / 1000
             checks.append(
