@@ -188,6 +188,37 @@ def test_monitoring_off_captures_nothing(tmp_path: Path, registry, cancer) -> No
         assert monitor.dropped == 0 and monitor.fold_pending() == 0 and not monitor.latest
 
 
+def test_the_monitoring_document_names_versions_without_a_profile(
+    tmp_path: Path, registry, cancer, cancer_model, settings: Settings
+) -> None:
+    """A version registered without reference data can never be checked for drift: the
+    monitoring document (and so the report) names it rather than waiting forever."""
+    from skl2onnx import to_onnx
+
+    path = tmp_path / "cancer.onnx"
+    exported = to_onnx(cancer_model, cancer[0][:1], options={"zipmap": False}, target_opset=17)
+    path.write_bytes(exported.SerializeToString())
+    bare = registry.register_onnx("cancer", path)
+    assert bare.profile is None
+    registry.store.create_deployment("no-profile", "cancer", bare.number)
+    with (
+        BackgroundServer(settings) as server,
+        httpx.Client(base_url=server.url, headers=admin_headers(settings)) as http,
+    ):
+        assert http.get("/api/monitoring/no-profile").json()["unprofiled"] == [bare.ref]
+        assert http.get("/api/monitoring/cancer-prod").json()["unprofiled"] == []
+        with httpx.Client(base_url=server.url) as browser:  # the dashboard signs in
+            token = admin_headers(settings)["authorization"].split()[-1]
+            signed = browser.post(
+                "/ui/signin",
+                data={"token": token, "next": "/ui"},
+                headers={"origin": server.url},
+            )
+            assert signed.status_code == 303, signed.text
+            page = browser.get("/ui/deployments/no-profile/drift")
+        assert page.status_code == 200 and f"{bare.ref} has no reference profile" in page.text
+
+
 def test_requests_count_under_their_arm_from_the_rollouts_first_request(
     tmp_path: Path, cancer, cancer_model
 ) -> None:

@@ -31,3 +31,24 @@ def test_a_deployment_without_traffic_or_profile_has_a_report() -> None:
     assert data["requests_by_outcome"] == {} and data["latency"] == []
     page = report_html(data)
     assert "No traffic recorded yet" in page and "<script" not in page
+
+
+def test_the_report_says_why_there_is_no_drift_evaluation() -> None:
+    """A served version without a reference profile can never be evaluated: say so, and how to
+    give it one; otherwise the evaluation is only waiting for traffic."""
+    policy = {
+        "min_samples": 100,
+        "alpha": 0.01,
+        "psi_threshold": 0.2,
+        "wasserstein_threshold": 0.25,
+    }
+    window = {"kind": "time", "size": 3600.0, "slots": 12}
+    base = {"deployment": "churn-prod", "versions": [], "timeline": [], "policy": policy,
+            "window": window}  # fmt: skip
+    unprofiled = report_html(report_json({**base, "unprofiled": ["churn@2"]}))
+    assert "churn@2 has no reference profile" in unprofiled and "--reference" in unprofiled
+    waiting = report_html(report_json({**base, "unprofiled": []}))
+    assert "no reference profile" not in waiting and "at least 100 captured" in waiting
+    # Settings read as words, not as escaped JSON.
+    assert "&quot;" not in waiting and "the last 3600 s in 12 slots" in waiting
+    assert "minimum sample 100" in waiting and "(Benjamini–Hochberg) 0.01" in waiting

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,7 +42,38 @@ def report_json(
         "requests_period": period,
         "alerts": list(events),
         "capture_dropped": monitoring.get("dropped", 0),
+        "unprofiled": monitoring.get("unprofiled", []),
     }
+
+
+def unprofiled_words(ref: str) -> str:
+    """Why a served version has no drift evaluation, and what gives it one."""
+    return (
+        f"{ref} has no reference profile, so its live inputs have nothing to be compared with:"
+        " register it with its training rows (`slipway models register ... --reference"
+        " TRAIN.csv`, or `reference=` in the SDK) to measure drift."
+    )
+
+
+def window_words(window: Any) -> str:
+    """``{"kind": "time", "size": 3600, "slots": 12}`` → ``the last 3600 s in 12 slots``."""
+    if not isinstance(window, dict) or "size" not in window:
+        return "-"
+    unit = " s" if window.get("kind") == "time" else " rows"
+    return f"the last {window['size']:g}{unit} in {window.get('slots', 1)} slots"
+
+
+def policy_words(policy: Any) -> str:
+    """The drift policy's settings as ``minimum sample 100, alpha 0.01, ...``."""
+    if not isinstance(policy, dict) or not policy:
+        return "-"
+    names = {"min_samples": "minimum sample", "alpha": "alpha (Benjamini–Hochberg)"}
+    named = {"psi_threshold": "PSI above", "wasserstein_threshold": "Wasserstein above"}
+    words = []
+    for key, value in policy.items():
+        label = names.get(key) or named.get(key) or key.replace("_", " ")
+        words.append(f"{label} {_fmt(value) if isinstance(value, float) else value}")
+    return ", ".join(words)
 
 
 def _utc(at: float) -> str:
@@ -176,14 +206,21 @@ def report_html(data: dict[str, Any]) -> str:
         f"<title>Slipway monitoring — {_e(data['deployment'])}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>Monitoring report: {_e(data['deployment'])}</h1>",
-        f"<p>Generated {_e(data['generated_at'])}. Window: {_e(json.dumps(data['window']))}. "
-        f"Policy: {_e(json.dumps(data['policy']))}. Captures dropped: "
+        f"<p>Generated {_e(data['generated_at'])}. Window: {_e(window_words(data['window']))}."
+        f" Policy: {_e(policy_words(data['policy']))}. Captures dropped: "
         f"{_fmt(data['capture_dropped'])}.</p>",
         f"<p class='key'><span style='background:{REF_COLOUR}'>reference</span>"
         f"<span style='background:{CUR_COLOUR}'>current</span></p>",
     ]
-    if not data["versions"]:
-        parts.append("<p>No drift evaluation yet (no traffic captured or no profile).</p>")
+    for ref in data.get("unprofiled", []):
+        parts.append(f"<p>{_e(unprofiled_words(ref))}</p>")
+    if not data["versions"] and not data.get("unprofiled"):
+        least = data["policy"].get("min_samples") if isinstance(data["policy"], dict) else None
+        parts.append(
+            "<p>No drift evaluation yet: it needs"
+            f" {f'at least {least}' if least else 'enough'} captured requests in the window,"
+            " and runs every drift interval.</p>"
+        )
     for version in data["versions"]:
         drifted = [f["name"] for f in version["features"] if f["verdict"] == "drift"]
         parts.append(

@@ -30,6 +30,7 @@ from slipway.monitoring.alert_store import AlertStore
 from slipway.monitoring.live import LiveMonitor, VersionDrift, WindowConfig
 from slipway.monitoring.metrics import LATENCY_BUCKETS, ServingMetrics
 from slipway.registry.store import SqlStore
+from slipway.rollout.router import versions_to_load
 from slipway.rollout.state import RolloutStore
 from slipway.serving.failure_log import FailureLog
 from slipway.settings import Settings
@@ -398,6 +399,19 @@ class MonitoringPlane:
         )
         return 200, {"deleted": request.params["name"]}
 
+    def unprofiled(self, deployment: str) -> list[str]:
+        """The versions ``deployment`` serves (a rollout's candidate and shadow too) that have
+        no reference profile: their drift can never be evaluated."""
+        record = self.repository.deployments.get(deployment)
+        if record is None:
+            return []
+        refs = []
+        for number in dict.fromkeys([record.version, *versions_to_load(record)]):
+            loaded = self.repository.loaded.get((record.model, number))
+            if loaded is not None and loaded.record.profile is None:
+                refs.append(loaded.record.ref)
+        return refs
+
     async def _deployment(self, request: Request) -> tuple[int, Any]:
         from slipway.errors import DeploymentNotFound
 
@@ -419,6 +433,7 @@ class MonitoringPlane:
             "policy": msgspec.to_builtins(self.monitor.policy),
             "window": msgspec.to_builtins(self.monitor.window),
             "dropped": self.monitor.dropped,
+            "unprofiled": self.unprofiled(name),
         }
 
 

@@ -183,6 +183,7 @@ def experiment_page(app: SlipwayApp, deployment: str, alpha: float) -> dict[str,
 def drift_page(app: SlipwayApp, deployment: str) -> dict[str, Any]:
     """Per version and feature: reference vs live distributions as charts, scores, verdicts;
     latency and request charts from the monitoring timeline."""
+    from slipway.monitoring.report import unprofiled_words
     from slipway.serving.monitoring_plane import drift_json
 
     record = app.store.get_deployment(deployment)
@@ -214,6 +215,7 @@ def drift_page(app: SlipwayApp, deployment: str) -> dict[str, Any]:
         "latency_svg": latency,
         "requests_svg": requests,
         "monitoring": bool(app.settings.monitoring),
+        "unprofiled": [unprofiled_words(ref) for ref in app.monitoring.unprofiled(deployment)],
     }
 
 
