@@ -244,6 +244,9 @@ def test_lineage_names_what_is_missing(registry: Registry) -> None:
     report = evaluate(registry.store, registry.artifacts, registry.settings, "iris", 1)
     status, evidence, fix = item(report, "lineage")
     assert status == "fail" and "missing training data reference" in evidence
+    # What is missing is said once; what is there is shown, not a dash for each gap.
+    assert evidence.startswith("missing training data reference, metrics (recorded: ")
+    assert " - " not in evidence and "metrics -" not in evidence
     # iris@1 came from scikit-learn: its hyperparameters and data hash were recorded for it
     assert fix == "slipway models register iris MODEL_FILE --training-data REF --metric NAME=VALUE"
     # the first version of a deployment has nothing to roll out from, nor back to

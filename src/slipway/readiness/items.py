@@ -203,16 +203,21 @@ def lineage(f: Facts) -> Verdict:
     if not meta.metrics:
         missing.append("metrics")
         flags += " --metric NAME=VALUE"
-    data = meta.training_data or "-"
-    sha = f"sha256:{meta.training_data_sha256[:12]}" if meta.training_data_sha256 else "-"
-    metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(meta.metrics.items())) or "-"
-    text = (
-        f"training data {data} {sha}; {len(meta.hyperparameters)} hyperparameters;"
-        f" metrics {metrics}"
-    )
+    recorded = []
+    if meta.training_data:
+        recorded.append(f"training data {meta.training_data}")
+    if meta.training_data_sha256:
+        recorded.append(f"sha256:{meta.training_data_sha256[:12]}")
+    if meta.hyperparameters:
+        recorded.append(f"{len(meta.hyperparameters)} hyperparameters")
+    if meta.metrics:
+        metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(meta.metrics.items()))
+        recorded.append(f"metrics {metrics}")
+    text = "; ".join(recorded)
     if missing:
         # A version is immutable: the metadata comes with a new registration.
-        return "fail", f"missing {', '.join(missing)} ({text})", _register(f, flags)
+        evidence = f"missing {', '.join(missing)}" + (f" (recorded: {text})" if text else "")
+        return "fail", evidence, _register(f, flags)
     return "pass", text, None
 
 
