@@ -9,6 +9,7 @@ client.predict("churn-prod", [[0.1, 0.2, ...]])
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -159,16 +160,26 @@ class Client:
 
     # -- data plane -------------------------------------------------------------------------
 
-    def predict(self, deployment: str, instances: list[Any]) -> dict[str, Any]:
-        """Plain JSON prediction: rows (lists) or feature dicts."""
-        return self._call("POST", f"/predict/{deployment}", json={"instances": instances})
+    def predict(self, deployment: str, instances: Any) -> dict[str, Any]:
+        """Plain JSON prediction: rows (lists, or a 2-D numpy array) or feature dicts."""
+        return self._call("POST", f"/predict/{deployment}", **_json_body({"instances": instances}))
 
     def infer(
-        self, model: str, inputs: list[dict[str, Any]], *, version: int | None = None, **extra: Any
+        self,
+        model: str,
+        inputs: list[dict[str, Any]] | Mapping[str, Any],
+        *,
+        version: int | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
-        """Open Inference Protocol V2 infer; ``inputs`` are V2 tensors."""
+        """Open Inference Protocol V2 infer. ``inputs``: V2 tensors (``{"name", "shape",
+        "datatype", "data"}``), or a mapping of input name to array, whose shape and datatype
+        come from the array. ``extra``: other request fields (``id``, ``outputs``,
+        ``parameters``)."""
+        if isinstance(inputs, Mapping):
+            inputs = [_tensor(name, value) for name, value in inputs.items()]
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
-        return self._call("POST", path, json={"inputs": inputs, **extra})
+        return self._call("POST", path, **_json_body({"inputs": inputs, **extra}))
 
     def ready(self) -> bool:
         """True when the server answers ``GET /v2/health/ready`` with 200; False when it
@@ -178,6 +189,38 @@ class Client:
         except httpx.HTTPError:
             return False
         return response.status_code == 200
+
+
+def _json_body(value: Any) -> dict[str, Any]:
+    """``value`` as a JSON request body, numpy arrays and scalars included (as lists and
+    numbers), wherever they are."""
+    body = msgspec.json.encode(value, enc_hook=_numpy_to_builtin)
+    return {"content": body, "headers": {"content-type": "application/json"}}
+
+
+def _numpy_to_builtin(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise NotImplementedError(f"cannot send a {type(value).__name__} as JSON")
+
+
+def _tensor(name: str, value: Any) -> dict[str, Any]:
+    """A V2 tensor for ``value`` (an array or anything numpy reads as one)."""
+    import numpy as np
+
+    from slipway.runtimes.base import v2_datatype
+
+    array = np.asarray(value)
+    try:
+        datatype = v2_datatype(array.dtype)
+    except KeyError:
+        raise SlipwayError(
+            f"input {name!r}: numpy dtype {array.dtype} has no V2 datatype"
+        ) from None
+    data = array.astype(str) if datatype == "BYTES" else array
+    return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": data.ravel()}
 
 
 def _header_json(value: Any) -> str:

@@ -42,6 +42,41 @@ def test_sdk_register_deploy_predict(server, settings, tmp_path, iris_model) -> 
         assert "version.registered" in kinds and "deployment.created" in kinds
 
 
+def test_sdk_takes_numpy_arrays_as_they_are(server, settings, tmp_path, iris_model) -> None:
+    """Rows as a numpy array (numpy scalars inside lists too) and V2 inputs as a mapping of
+    input name to array: the SDK encodes them; the answers are the estimator's."""
+    import numpy as np
+
+    estimator, x = iris_model
+    onnx_model = to_onnx(estimator, x[:1], options={id(estimator): {"zipmap": False}})
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(onnx_model.SerializeToString())
+    want = estimator.predict(x[:3]).tolist()
+    with Client(server.url, token=admin_token(settings)) as client:
+        client.register("iris", path)
+        client.deploy("iris-np", "iris")
+        deadline = time.monotonic() + 10
+        while not any(d["name"] == "iris-np" for d in client.deployments()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        while True:
+            try:
+                result = client.predict("iris-np", x[:3])
+                break
+            except ApiError:
+                assert time.monotonic() < deadline, "iris-np was not served"
+                time.sleep(0.1)
+        assert result["predictions"] == want
+        assert client.predict("iris-np", [list(row) for row in x[:3]])["predictions"] == want
+        name = onnx_model.graph.input[0].name
+        answer = client.infer("iris-np", {name: x[:3].astype(np.float32)}, id="np-1")
+        assert answer["id"] == "np-1"
+        (label,) = [o for o in answer["outputs"] if o["name"] == "label"]
+        assert label["data"] == want and label["shape"] == [3]
+        with pytest.raises(ApiError, match="HTTP 400"):
+            client.infer("iris-np", {name: x[:3, :2].astype(np.float32)})
+
+
 def test_register_refuses_pickle_and_garbage(http) -> None:
     blob = pickle.dumps({"a": 1})
     response = http.post(
