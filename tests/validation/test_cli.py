@@ -35,6 +35,8 @@ def test_validate_exits_non_zero_when_a_required_gate_fails(
     report = tmp_path / "report.json"
     good = slipway(home, "validate", "cancer@3", *args, "--json", str(report))
     assert good.returncode == 0, good.stderr + good.stdout
+    # The table shows numbers as numbers and no value as a dash, never Python's None.
+    assert " None " not in good.stdout and "│ -" in good.stdout
     stages = json.loads(report.read_text())["stages"]
     assert [s["stage"] for s in stages] == ["contract", "quality", "integration"]
     assert "<failure" not in junit.read_text()

@@ -201,12 +201,16 @@ def _print(report: Report) -> None:
             table.add_row(
                 stage.stage,
                 escape(check.name),
-                escape(str(check.value)),
+                "-" if check.value is None else escape(_value(check.value)),
                 escape(check.threshold),
                 f"[{colors[check.verdict]}]{check.verdict}[/]",
                 escape(check.detail),  # why a check failed; an exception's text may hold [ ]
             )
     console.print(table)
+
+
+def _value(value: object) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 @app.command()
