@@ -212,6 +212,21 @@ def test_an_approved_request_is_not_thrown_away_by_a_new_one(prod: SqlStore) -> 
     assert prod.set_deployment_version("churn-prod", 2, actor="dora").version == 2
 
 
+def test_an_approval_is_a_persons_decision_not_a_service_accounts(prod: SqlStore) -> None:
+    """Promotion to production needs human review: a service account (a CI bot) holding the
+    approver role or above may reject a request, never approve one."""
+    from slipway.governance import identities
+
+    identities.create_user(prod, "ci-bot", "admin", kind="service", actor="admin")
+    request = approvals.request_promotion(prod, "churn-prod", "churn", 2, actor="dora")
+    with pytest.raises(PermissionDenied, match="service account"):
+        approvals.decide(prod, request.id, approve=True, actor="ci-bot")
+    assert approvals.get_request(prod, request.id).status == "pending"
+    assert approvals.decide(prod, request.id, approve=True, actor="abe").status == "approved"
+    other = approvals.request_promotion(prod, "churn-prod", "churn", 3, actor="dora")
+    assert approvals.decide(prod, other.id, approve=False, actor="ci-bot").status == "rejected"
+
+
 def test_deciding_a_closed_request_says_what_to_do(prod: SqlStore) -> None:
     """Only pending requests are decided; the refusal names the command that moves on."""
     stale = approvals.request_promotion(prod, "churn-prod", "churn", 2, actor="dora")

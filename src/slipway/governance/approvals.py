@@ -48,6 +48,7 @@ from slipway.registry.db import (
     ModelRow,
     PromotionDecisionRow,
     PromotionRequestRow,
+    UserRow,
 )
 from slipway.registry.names import MAX_ID, check_name
 from slipway.registry.records import VersionRecord
@@ -302,7 +303,8 @@ def get_request(store: SqlStore, request_id: int) -> PromotionRequest:
 def decide(
     store: SqlStore, request_id: int, *, approve: bool, actor: str, comment: str = ""
 ) -> PromotionRequest:
-    """Approve or reject a pending request as ``actor``, who must not be its requester.
+    """Approve or reject a pending request as ``actor``, who must not be its requester (nor,
+    to approve, a service account: approval is human review).
 
     The evidence is computed again first: when it no longer matches the request's digest, the
     request turns stale and VersionConflict says so. Approving needs the policy to be met.
@@ -321,6 +323,12 @@ def decide(
             raise InvalidInput(_closed(row, model))
         if actor == row.requested_by:
             raise PermissionDenied(actor, "nobody may approve or reject their own request")
+        if approve and session.scalar(select(UserRow.kind).where(UserRow.name == actor)) == (
+            "service"
+        ):  # promotion needs human review; a bot may still stop one (reject)
+            raise PermissionDenied(
+                actor, "a service account may reject a promotion request but not approve one"
+            )
         decisions = _decisions(session, row.id)
         if any(d.actor == actor for d in decisions):
             raise VersionConflict(f"{actor!r} already decided on request #{request_id}")
