@@ -169,3 +169,16 @@ def test_latency_buckets_are_bounded_by_their_upper_edges() -> None:
         seconds = 10 ** rng.uniform(-5, 2)
         expected = max(0, math.ceil(math.log(seconds / LATENCY_EDGES_S[0], 1.25)))
         assert latency_bucket(seconds) == min(expected, len(LATENCY_EDGES_S))
+
+
+@pytest.mark.parametrize(
+    ("given", "strategy"),
+    [("blue-green", "bluegreen"), ("Blue_Green", "bluegreen"), ("A/B", "ab"), ("a-b", "ab"),
+     ("Canary", "canary"), ("shadow", "shadow")],
+)  # fmt: skip
+def test_strategies_are_read_as_people_write_them(given: str, strategy: str) -> None:
+    """The docs and the seed say blue-green and A/B: those spellings name the strategies."""
+    import msgspec
+
+    assert RolloutConfig(strategy=given).strategy == strategy
+    assert msgspec.convert({"strategy": given}, RolloutConfig).strategy == strategy

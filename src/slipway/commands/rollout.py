@@ -41,7 +41,9 @@ def _floats(raw: str, what: str) -> list[float]:
 def start(
     deployment: Annotated[str, typer.Argument(help="Deployment name")],
     version: Annotated[int, typer.Argument(help="Candidate version of the deployment's model")],
-    strategy: Annotated[str, typer.Option(help="canary, bluegreen, ab or shadow")] = "canary",
+    strategy: Annotated[
+        str, typer.Option(help="canary, bluegreen (blue-green), ab (A/B) or shadow")
+    ] = "canary",
     steps: Annotated[
         str | None, typer.Option(help="Canary weights in percent [default: 5,25,50]")
     ] = None,

@@ -17,6 +17,13 @@ from slipway.registry.records import RoutingRule
 from slipway.rollout.analysis import Analysis, GateConfig
 
 STRATEGIES = ("canary", "bluegreen", "ab", "shadow")
+# Spellings people write (the docs say blue-green and A/B), by their letters alone.
+_STRATEGY_BY_LETTERS = {
+    "bluegreen": "bluegreen",
+    "ab": "ab",
+    "canary": "canary",
+    "shadow": "shadow",
+}
 ACTIVE = ("running", "paused")
 FINISHED = ("promoted", "rolled_back", "aborted")
 
@@ -49,6 +56,11 @@ class RolloutConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_shadow_agreement: float | None = None  # shadow: agreement with stable, in [0, 1]
     min_shadow_samples: int = 100  # shadow: mirrored requests compared, at least
     hold_s: float = 0.0  # bluegreen: after the switch, keep blue warm and revertible this long
+
+    def __post_init__(self) -> None:
+        letters = "".join(c for c in str(self.strategy).lower() if c.isalnum())
+        if letters in _STRATEGY_BY_LETTERS:  # anything else is refused by check_config
+            msgspec.structs.force_setattr(self, "strategy", _STRATEGY_BY_LETTERS[letters])
 
 
 def check_config(config: RolloutConfig) -> None:
