@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -226,12 +227,9 @@ def test_demo_once(tmp_path) -> None:
     assert '"model_version": "1"' in out
 
 
-def test_predict_exit_codes_follow_the_servers_answer(tmp_path, iris_onnx) -> None:
-    """A server's 404 is 'not found' (3), its 400 'invalid input' (2), a token it refuses 8,
-    and a server that is down 1: the same codes the command would give working locally."""
+def iris_deployed(tmp_path: Path, iris_onnx) -> tuple[Path, Any, Any]:
+    """A home whose registry serves the iris ONNX model as ``iris-prod``: (home, settings, x)."""
     from slipway.local import Registry
-    from slipway.registry.records import InferencePolicy
-    from slipway.server import BackgroundServer
     from slipway.settings import Settings
 
     path, x = iris_onnx
@@ -240,6 +238,18 @@ def test_predict_exit_codes_follow_the_servers_answer(tmp_path, iris_onnx) -> No
     with Registry(settings) as registry:
         registry.register_onnx("iris", path)
         registry.store.create_deployment("iris-prod", "iris", 1)
+    return home, settings, x
+
+
+def test_predict_exit_codes_follow_the_servers_answer(tmp_path, iris_onnx) -> None:
+    """A server's 404 is 'not found' (3), its 400 'invalid input' (2), a token it refuses 8,
+    and a server that is down 1: the same codes the command would give working locally."""
+    from slipway.local import Registry
+    from slipway.registry.records import InferencePolicy
+    from slipway.server import BackgroundServer
+
+    home, settings, x = iris_deployed(tmp_path, iris_onnx)
+    with Registry(settings) as registry:
         registry.store.create_deployment("iris-closed", "iris", 1)
         closed = InferencePolicy(anonymous=False)
         registry.store.update_deployment("iris-closed", inference=closed)
@@ -260,16 +270,9 @@ def test_predict_reads_rows_from_csv_and_npy_files(tmp_path, iris_onnx) -> None:
     sent as they are; the answers are the same as for the JSON rows."""
     import numpy as np
 
-    from slipway.local import Registry
     from slipway.server import BackgroundServer
-    from slipway.settings import Settings
 
-    path, x = iris_onnx
-    home = tmp_path / "home"
-    settings = Settings.from_env({"SLIPWAY_HOME": str(home)}, port=0)
-    with Registry(settings) as registry:
-        registry.register_onnx("iris", path)
-        registry.store.create_deployment("iris-prod", "iris", 1)
+    home, settings, x = iris_deployed(tmp_path, iris_onnx)
     rows = x[[0, 60, 120]]
     np.savetxt(tmp_path / "plain.csv", rows, delimiter=",")
     np.savetxt(tmp_path / "named.csv", rows, delimiter=",", header="a,b,c,d", comments="")

@@ -51,6 +51,17 @@ def written(store: SqlStore, policy: InferencePolicy, *, rng: float = 0.5) -> di
     return record.data
 
 
+def set_policy(admin: httpx.Client, server: BackgroundServer, inference: dict) -> None:
+    """Give cancer-prod this inference policy and wait until the replica serves with it."""
+    policy = {"inference": inference}
+    assert admin.patch("/api/deployments/cancer-prod/policy", json=policy).status_code == 200
+    want = InferencePolicy(**inference)
+    deadline = time.monotonic() + 10
+    while server.app.repository.deployments["cancer-prod"].inference != want:
+        assert time.monotonic() < deadline, "the replica did not reload the deployment"
+        time.sleep(0.05)
+
+
 def test_hash_policy_is_the_default(store: SqlStore) -> None:
     data = written(store, InferencePolicy())
     assert data["input_sha256"] == hashlib.sha256(REQUEST).hexdigest()
@@ -240,13 +251,7 @@ def test_redact_and_keys_reach_columns_of_mlflow_bodies(store: SqlStore) -> None
 def test_mlflow_and_kserve_predictions_are_audited_as_sent(client, gov_server, cancer) -> None:
     """The policy applies to the body the client sent, whatever the protocol: a column named in
     ``redact`` is replaced, not kept inside a decoded matrix."""
-    admin = client("admin")
-    policy = {"inference": {"payload": "redact", "redact": ["x3"]}}
-    assert admin.patch("/api/deployments/cancer-prod/policy", json=policy).status_code == 200
-    deadline = time.monotonic() + 10
-    while gov_server.app.repository.deployments["cancer-prod"].inference.redact != ["x3"]:
-        assert time.monotonic() < deadline, "the replica did not reload the deployment"
-        time.sleep(0.05)
+    set_policy(client("admin"), gov_server, {"payload": "redact", "redact": ["x3"]})
     record = gov_server.app.repository.resolve("cancer-prod")[1].record
     names = [f.name for f in record.profile.features]
     assert names[3] == "x3"
@@ -322,12 +327,7 @@ def test_predictions_through_the_server_are_audited(client, gov_registry, cancer
 
 def test_business_key_query_over_the_api(client, gov_server, cancer) -> None:
     admin = client("admin")
-    policy = {"inference": {"payload": "none", "keys": ["customer_id"]}}
-    assert admin.patch("/api/deployments/cancer-prod/policy", json=policy).status_code == 200
-    deadline = time.monotonic() + 10
-    while gov_server.app.repository.deployments["cancer-prod"].inference.keys != ["customer_id"]:
-        assert time.monotonic() < deadline, "the replica did not reload the deployment"
-        time.sleep(0.05)
+    set_policy(admin, gov_server, {"payload": "none", "keys": ["customer_id"]})
     http = client()
     for customer in (7, 8, 7):
         body = v2_body(cancer[0][:1], parameters={"customer_id": customer})
