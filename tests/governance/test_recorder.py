@@ -227,7 +227,8 @@ def test_redact_and_keys_reach_columns_of_mlflow_bodies(store: SqlStore) -> None
     policy = InferencePolicy(payload="redact", redact=["ssn"], keys=["customer_id"])
     recorder = PredictionRecorder(store, lambda name: Deployment(policy))
     csv_body = b"age,ssn,customer_id\n40,123-45-6789,5\n"
-    for i, body in enumerate((split, records, csv_body)):
+    broken = b'{"dataframe_split": {"columns": ["ssn"], "data": [["123-45-6789"'
+    for i, body in enumerate((split, records, csv_body, broken)):
         recorder.record(
             "churn-prod", 1, "ok", 0.01, body, b'{"predictions": [1]}', request_id=f"r{i}"
         )
@@ -246,6 +247,8 @@ def test_redact_and_keys_reach_columns_of_mlflow_bodies(store: SqlStore) -> None
         "csv": {"columns": ["age", "ssn", "customer_id"], "data": [["40", "[redacted]", "5"]]}
     }
     assert by_id["r2"]["keys"] == {"customer_id": "5"}
+    # A JSON body cut short is kept as its size and hash, not read as a table.
+    assert set(by_id["r3"]["input"]) == {"undecodable_bytes", "sha256"}
 
 
 def test_mlflow_and_kserve_predictions_are_audited_as_sent(client, gov_server, cancer) -> None:

@@ -364,7 +364,10 @@ def _decode(value: Any) -> Any:
         except msgspec.DecodeError:
             pass
         try:
-            header, *rows = csv.reader(io.StringIO(raw.decode("utf-8")))
+            text = raw.decode("utf-8")
+            if text.lstrip()[:1] in ("{", "["):  # JSON that does not parse is not a table
+                raise ValueError("malformed JSON")
+            header, *rows = csv.reader(io.StringIO(text))
         except (UnicodeDecodeError, ValueError, csv.Error):
             return {"undecodable_bytes": len(raw), "sha256": _sha256(raw)}
         return {"csv": {"columns": header, "data": rows}}
