@@ -71,6 +71,16 @@ def write_handler(directory: Path, *, test: str = HANDLER_TEST, handler: str = H
     return directory / "handler.py"
 
 
+def write_iris_bundle(
+    home: Path, out: Path, options: BundleOptions = BundleOptions()
+) -> BundleManifest:
+    """Write the bundle of iris@2 from the registry in ``home`` into ``out``."""
+    with Registry(settings_for(home)) as registry:
+        return write_bundle(
+            registry.store, registry.artifacts, "iris", 2, out, registry.settings, options
+        )
+
+
 @pytest.fixture(scope="session")
 def iris() -> tuple[LogisticRegression, np.ndarray]:
     data = load_iris()
@@ -98,11 +108,7 @@ def bundle(
 ) -> tuple[Path, BundleManifest]:
     """A bundle of iris@2 without a handler."""
     out = tmp_path_factory.mktemp("bundles") / "iris-2"
-    with Registry(settings_for(source_home)) as registry:
-        manifest = write_bundle(
-            registry.store, registry.artifacts, "iris", 2, out, registry.settings
-        )
-    return out, manifest
+    return out, write_iris_bundle(source_home, out)
 
 
 @pytest.fixture(scope="session")
@@ -112,14 +118,6 @@ def handler_bundle(
     """A bundle of iris@2 with the millimetre handler, served as deployment ``iris-mm``."""
     handler = write_handler(tmp_path_factory.mktemp("handler"))
     out = tmp_path_factory.mktemp("bundles") / "iris-2-mm"
-    with Registry(settings_for(source_home)) as registry:
-        manifest = write_bundle(
-            registry.store,
-            registry.artifacts,
-            "iris",
-            2,
-            out,
-            registry.settings,
-            BundleOptions(deployment="iris-mm", handler=handler),
-        )
-    return out, manifest
+    return out, write_iris_bundle(
+        source_home, out, BundleOptions(deployment="iris-mm", handler=handler)
+    )

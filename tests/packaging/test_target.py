@@ -13,7 +13,7 @@ import yaml
 from slipway.errors import InvalidInput, PackagingFailed
 from slipway.local import Registry
 from slipway.packaging import lock
-from slipway.packaging.bundle import BundleOptions, check_options, write_bundle
+from slipway.packaging.bundle import BundleOptions, check_options
 from slipway.packaging.manifest import BundleManifest
 from slipway.packaging.target import (
     docker_platform,
@@ -23,7 +23,7 @@ from slipway.packaging.target import (
     pip_options,
 )
 
-from .conftest import settings_for
+from .conftest import settings_for, write_iris_bundle
 
 
 @pytest.mark.parametrize(
@@ -95,16 +95,8 @@ def test_a_bundle_for_arm64_says_so_everywhere(
     tmp_path: Path, source_home: Path, bundle: tuple[Path, BundleManifest]
 ) -> None:
     out = tmp_path / "iris-arm"
+    manifest = write_iris_bundle(source_home, out, BundleOptions(platform="linux/arm64"))
     with Registry(settings_for(source_home)) as registry:
-        manifest = write_bundle(
-            registry.store,
-            registry.artifacts,
-            "iris",
-            2,
-            out,
-            registry.settings,
-            BundleOptions(platform="linux/arm64"),
-        )
         (packaged,) = registry.store.events("iris@2", kinds=("version.packaged",), limit=1)
     assert manifest.platform == "linux-aarch64" == packaged.data["platform"]
     deployment = yaml.safe_load((out / "kubernetes" / "deployment.yaml").read_text())
